@@ -1,0 +1,28 @@
+# Targets for humans; CI runs .ci/run, which calls the same commands.
+# The Dockerfile builds with exactly RELEASE_FLAGS and LDFLAGS (a deploy test checks it).
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+RELEASE_FLAGS := -trimpath
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: build test lint check demo clean
+
+build:
+	CGO_ENABLED=0 go build $(RELEASE_FLAGS) -ldflags "$(LDFLAGS)" -o bin/dxtra-proxy ./cmd/dxtra-proxy
+
+test:
+	go test -race -shuffle=on ./...
+
+lint:
+	go vet ./...
+	go run $(STATICCHECK) ./...
+
+check: lint test
+
+demo:
+	go run ./cmd/dxtra-proxy demo
+
+clean:
+	rm -rf bin

@@ -306,9 +306,9 @@ func TestObserveRetry(t *testing.T) {
 
 	m.ObserveRetry("unauthorized")
 	m.ObserveRetry("unauthorized")
-	m.ObserveRetry("bogus")        // unknown reasons are dropped:
-	m.ObserveRetry("Invalid_JWT")  // no new series,
-	m.ObserveRetry("")             // no count elsewhere.
+	m.ObserveRetry("bogus")       // unknown reasons are dropped:
+	m.ObserveRetry("Invalid_JWT") // no new series,
+	m.ObserveRetry("")            // no count elsewhere.
 	s = scrape(t, m)
 	if got := s.value(t, `dxtra_proxy_upstream_retries_total{reason="unauthorized"}`); got != 2 {
 		t.Errorf(`retries{reason="unauthorized"} after two retries = %v; want 2`, got)

@@ -51,6 +51,7 @@ type BuildInfo struct {
 type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
+	epoch   time.Time // carries a monotonic reading; request times are offsets from it
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -88,7 +89,7 @@ func New(reg *prometheus.Registry, info BuildInfo) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m := &Metrics{reg: reg}
+	m := &Metrics{reg: reg, epoch: time.Now()}
 
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,

@@ -28,7 +28,7 @@ import (
 // offers. The returned handler is safe for concurrent use.
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		start := time.Since(m.epoch) // monotonic clock only: cheaper than time.Now
 		m.inflight.Inc()
 		var sw *statusWriter
 		var ww http.ResponseWriter
@@ -46,7 +46,7 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 }
 
 // observe records one finished (or panicking) request.
-func (m *Metrics) observe(sw *statusWriter, mi int, start time.Time) {
+func (m *Metrics) observe(sw *statusWriter, mi int, start time.Duration) {
 	status := sw.status
 	if !sw.wrote {
 		status = http.StatusOK
@@ -56,7 +56,7 @@ func (m *Metrics) observe(sw *statusWriter, mi int, start time.Time) {
 	}
 	ci := codeIndex(status)
 	m.requestCounter(mi, ci).Inc()
-	m.durationObserver(ci).Observe(time.Since(start).Seconds())
+	m.durationObserver(ci).Observe((time.Since(m.epoch) - start).Seconds())
 	m.inflight.Dec()
 }
 

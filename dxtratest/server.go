@@ -89,7 +89,8 @@ type Server struct {
 	calls   map[Endpoint]int
 
 	recMu      sync.Mutex
-	reqs       []Request
+	reqs       []Request // ring buffer once full; reqStart is the oldest
+	reqStart   int
 	wsSessions []*WSSession
 
 	authHandler http.Handler

@@ -371,10 +371,10 @@ func (c *Cache) startLocked() *flight {
 			stop := context.AfterFunc(runCtx, cancel)
 			defer stop()
 		}
-		tok, err := c.exchange(ctx)
+		tok, err := c.exchange(ctx, fl)
 		cancel()
 		c.mu.Lock()
-		c.fl = nil
+		c.endFlightLocked(fl)
 		c.mu.Unlock()
 		fl.tok, fl.err = tok, err
 		c.kickLoop()
@@ -385,7 +385,7 @@ func (c *Cache) startLocked() *flight {
 
 // exchange performs one flight: /token while a refresh token is held, the PAT at start,
 // on refusal, after a PAT change and when the PAT session is 12 h old.
-func (c *Cache) exchange(ctx context.Context) (Token, error) {
+func (c *Cache) exchange(ctx context.Context, fl *flight) (Token, error) {
 	now := c.now()
 	c.mu.Lock()
 	gen := c.patGen
@@ -438,9 +438,17 @@ func (c *Cache) exchange(ctx context.Context) (Token, error) {
 		return Token{}, errors.New("pat exchange held back after a 429")
 	}
 	if err != nil {
-		return c.fail(ctx, gen, grant, err)
+		return c.fail(ctx, fl, gen, grant, err)
 	}
-	return c.succeed(gen, grant, sess)
+	return c.succeed(fl, gen, grant, sess)
+}
+
+// endFlightLocked lets the next exchange start. It runs in the critical section that
+// publishes fl's outcome, so that nobody joins a flight whose result is already out.
+func (c *Cache) endFlightLocked(fl *flight) {
+	if c.fl == fl {
+		c.fl = nil
+	}
 }
 
 func (c *Cache) exchangePAT(ctx context.Context) (*Session, error) {
@@ -502,7 +510,7 @@ func (c *Cache) noteFailure(gen uint64, grant string, rt Secret, err error) {
 }
 
 // fail records a failed flight and schedules the next attempt.
-func (c *Cache) fail(ctx context.Context, gen uint64, grant string, err error) (Token, error) {
+func (c *Cache) fail(ctx context.Context, fl *flight, gen uint64, grant string, err error) (Token, error) {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return Token{}, err // Run is ending: not a failure of the auth service
 	}
@@ -512,6 +520,7 @@ func (c *Cache) fail(ctx context.Context, gen uint64, grant string, err error) (
 	errors.As(err, &ee)
 
 	c.mu.Lock()
+	c.endFlightLocked(fl)
 	if gen != c.patGen {
 		c.mu.Unlock()
 		return Token{}, fmt.Errorf("superseded by a pat change: %w", err)
@@ -576,10 +585,11 @@ func (c *Cache) fail(ctx context.Context, gen uint64, grant string, err error) (
 }
 
 // succeed stores the new token and the rotated refresh token.
-func (c *Cache) succeed(gen uint64, grant string, sess *Session) (Token, error) {
+func (c *Cache) succeed(fl *flight, gen uint64, grant string, sess *Session) (Token, error) {
 	now := c.now()
 	tok := newToken(sess, now)
 	c.mu.Lock()
+	c.endFlightLocked(fl)
 	if gen != c.patGen {
 		c.mu.Unlock()
 		c.log.Debug("dropping a session started before the pat changed", zap.String("grant", grant))

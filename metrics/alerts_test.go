@@ -185,7 +185,7 @@ func checkRule(t *testing.T, r rule, names map[string]map[string][]string) {
 	if (r.Alert == "") == (r.Record == "") {
 		t.Fatalf("rule must have exactly one of alert and record; alert=%q record=%q", r.Alert, r.Record)
 	}
-	if r.Alert != "" && !model.LabelName(r.Alert).IsValidLegacy() {
+	if r.Alert != "" && !model.LegacyValidation.IsValidMetricName(r.Alert) {
 		t.Errorf("alert name %q is not a valid metric name", r.Alert)
 	}
 	expr := strings.TrimSpace(r.Expr)
@@ -266,7 +266,7 @@ func checkRule(t *testing.T, r rule, names map[string]map[string][]string) {
 		}
 	}
 	for k, v := range r.Labels {
-		if !model.LabelName(k).IsValidLegacy() {
+		if !model.LegacyValidation.IsValidLabelName(k) {
 			t.Errorf("label name %q is invalid", k)
 		}
 		if err := templateCheck(v); err != nil {

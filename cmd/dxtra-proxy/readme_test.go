@@ -97,3 +97,31 @@ func TestReadmeStartsWithTheTwoCommands(t *testing.T) {
 		t.Errorf(".ci/run does not run README's test command %q", want[1])
 	}
 }
+
+// TestReadmeAlertsMatchFile keeps README's alert rules the same as the file
+// that metrics/alerts_test.go checks against the registered metrics.
+func TestReadmeAlertsMatchFile(t *testing.T) {
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	want, ok := replaceSection(doc, "alerts", "```yaml\n"+string(rules)+"```\n")
+	if !ok {
+		t.Fatalf("README.md has no <!-- BEGIN alerts --> ... <!-- END alerts --> section")
+	}
+	if want == doc {
+		return
+	}
+	if *updateReadme {
+		if err := os.WriteFile(readmePath, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README.md's alert rules differ from deploy/prometheus/alerts.yaml; run\n\tgo test ./cmd/dxtra-proxy -run TestReadme -update-readme")
+}

@@ -273,3 +273,21 @@ func TestQuitQuitQuit(t *testing.T) {
 		t.Fatalf("quitquitquit when not enabled = %d; want 404/405", status)
 	}
 }
+
+func TestReadinessNamesAMissingRole(t *testing.T) {
+	fake := newFake(t, dxtratest.Options{Roles: []string{"user", "me"}})
+	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_ROLE", "analyst"))
+	eventually(t, 10*time.Second, "/readyz to name the missing role", func() bool {
+		status, body := do(t, http.DefaultClient, "GET", "http://"+p.admin+"/readyz", "", nil)
+		return status == 503 && strings.Contains(body, `"analyst"`)
+	})
+}
+
+func TestBareAuthPrefix(t *testing.T) {
+	fake := newFake(t, dxtratest.Options{BarePrefix: true})
+	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_AUTH_API_PREFIX", ""))
+	waitReady(t, p)
+	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
+		t.Fatalf("with an empty DXTRA_AUTH_API_PREFIX: %d %s; want 200", status, body)
+	}
+}

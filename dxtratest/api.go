@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// Request is one HTTP request the API received, as recorded by Server.Requests.
+// Request is one HTTP request the API received, as recorded by Server.Requests. Each
+// Request returned is the caller's own copy, safe to read from any goroutine.
 type Request struct {
 	Method     string
 	Path       string
@@ -21,14 +22,15 @@ type Request struct {
 	Role       string      // the role the request ran as; "" when authentication failed
 }
 
-// DataController is one row of the sample data served for dataControllers queries.
+// DataController is one row of the sample data served for dataControllers queries. It is
+// a plain value, safe to share.
 type DataController struct {
 	ID    int    `json:"id"`
 	Title string `json:"title"`
 }
 
 // SampleDataControllers is the data the API answers a dataControllers query with.
-// Read-only: do not modify it.
+// Read-only (the answer is encoded once at start-up), so safe for concurrent reads.
 var SampleDataControllers = []DataController{
 	{ID: 1, Title: "Acme Analytics Ltd"},
 	{ID: 2, Title: "Globex Data Services"},
@@ -52,6 +54,7 @@ var dataControllersBody = func() []byte {
 
 // LargeBody returns the n bytes /large?bytes=n answers with: byte i is i mod 251, a
 // period prime to every power of two, so a lost, duplicated or reordered block shows.
+// It is safe for concurrent use.
 func LargeBody(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {

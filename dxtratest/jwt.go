@@ -9,10 +9,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// ClaimsNamespace is the JWT claim that holds Hasura's session claims.
+// ClaimsNamespace is the JWT claim that holds Hasura's session claims (a constant).
 const ClaimsNamespace = "https://hasura.io/jwt/claims"
 
-// Issuer is the iss claim of every token the fake issues.
+// Issuer is the iss claim of every token the fake issues (a constant).
 const Issuer = "hasura-auth"
 
 // mint signs an access token issued at iat with the current key. Claims are exactly

@@ -16,17 +16,17 @@ import (
 )
 
 // Endpoint names a group of calls for the failure-injection and counting knobs
-// (FailNext, SetDown, Calls).
+// (FailNext, SetDown, Calls). It is a plain string value.
 type Endpoint string
 
-// The endpoints the knobs address.
+// SignInPAT, TokenRefresh and GraphQL are the endpoints the knobs address.
 const (
 	SignInPAT    Endpoint = "signin/pat" // POST {prefix}/signin/pat
 	TokenRefresh Endpoint = "token"      // POST {prefix}/token
 	GraphQL      Endpoint = "graphql"    // every HTTP request on the API server
 )
 
-// Defaults applied by NewServer.
+// DefaultPrefix and the other Default constants are what NewServer uses for zero Options fields.
 const (
 	DefaultPrefix          = "/v1"
 	DefaultAccessTokenTTL  = 900 * time.Second
@@ -38,7 +38,8 @@ const (
 )
 
 // Options configures NewServer. The zero value gives a Dxtra-like server: prefix /v1,
-// 900 s access tokens, roles ["me","user"], default role "user".
+// 900 s access tokens, roles ["me","user"], default role "user". NewServer copies what
+// it needs; Now must be safe for concurrent use.
 type Options struct {
 	Prefix          string           // auth API prefix; "" → "/v1" unless BarePrefix
 	BarePrefix      bool             // serve the auth endpoints with no prefix (a bare Hasura Auth container)

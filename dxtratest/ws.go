@@ -13,7 +13,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// The WebSocket subprotocols Hasura speaks.
+// ProtocolGraphQLTransportWS and ProtocolApollo are the WebSocket subprotocols Hasura speaks.
 const (
 	ProtocolGraphQLTransportWS = "graphql-transport-ws" // graphql-ws library, the modern protocol
 	ProtocolApollo             = "graphql-ws"           // Apollo subscriptions-transport-ws, Hasura's default
@@ -22,8 +22,9 @@ const (
 const wsReadLimit = 16 << 20
 
 // WSSession is one WebSocket connection the API accepted, as recorded by
-// Server.WSSessions. It is a snapshot: fields filled in later (after connection_init,
-// at the end) show up in later calls.
+// Server.WSSessions. It is a snapshot owned by the caller (safe to read from any
+// goroutine): fields filled in later (after connection_init, at the end) show up in
+// later calls.
 type WSSession struct {
 	Path                 string
 	Subprotocol          string          // the chosen and echoed subprotocol: ProtocolGraphQLTransportWS or ProtocolApollo

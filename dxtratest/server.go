@@ -463,19 +463,6 @@ func (t *tracker) close() {
 	t.closed = true
 }
 
-// run starts f as a tracked goroutine (Close waits for it); it reports false, without
-// starting f, once the tracker is closed.
-func (t *tracker) run(f func()) bool {
-	if !t.enter() {
-		return false
-	}
-	go func() {
-		defer t.leave()
-		f()
-	}()
-	return true
-}
-
 func (t *tracker) wait() {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -7,19 +7,24 @@ RELEASE_FLAGS := -trimpath
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test lint check demo clean
+.PHONY: build test fuzz lint check demo clean
 
 build:
 	CGO_ENABLED=0 go build $(RELEASE_FLAGS) -ldflags "$(LDFLAGS)" -o bin/dxtra-proxy ./cmd/dxtra-proxy
 
 test:
-	go test -race -shuffle=on ./...
+	go test -race -shuffle=on ./... && (cd deploy && go test -race -shuffle=on ./...)
+
+fuzz:
+	.ci/fuzz
 
 lint:
 	go vet ./...
+	(cd deploy && go vet ./...)
 	go run $(STATICCHECK) ./...
+	(cd deploy && go run $(STATICCHECK) ./...)
 
-check: lint test
+check: lint test fuzz
 
 demo:
 	go run ./cmd/dxtra-proxy demo

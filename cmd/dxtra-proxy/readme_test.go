@@ -85,7 +85,7 @@ func TestReadmeStartsWithTheTwoCommands(t *testing.T) {
 			break
 		}
 	}
-	want := []string{"go run ./cmd/dxtra-proxy demo", "go test -race -shuffle=on ./..."}
+	want := []string{"go run ./cmd/dxtra-proxy demo", "go test -race -shuffle=on ./... && (cd deploy && go test -race -shuffle=on ./...)"}
 	if len(cmds) != 2 || cmds[0] != want[0] || cmds[1] != want[1] {
 		t.Fatalf("README's first commands = %q; want %q", cmds, want)
 	}

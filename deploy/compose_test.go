@@ -488,6 +488,58 @@ func TestComposeDemoRuns(t *testing.T) {
 		t.Errorf("POST /v1/graphql with Host attacker.example = %d; want 403 (the DNS-rebinding guard)", code)
 	}
 
+	// The README's compose curls, as a user pastes them on the host: the
+	// published port leads to the listener behind it.
+	ports := map[string]int{}
+	for _, port := range proxy.Ports {
+		switch int(port.Target) {
+		case listen.port:
+			ports[port.Published] = listenPort
+		case admin.port:
+			ports[port.Published] = adminPort
+		}
+	}
+	n := 0
+	for _, c := range readmeCommands(t, readmeRegion(t)) {
+		if c.section != composeSection || c.words[0] != "curl" {
+			continue
+		}
+		n++
+		req, err := parseCurl(c.words)
+		if err != nil {
+			t.Errorf("README %q: %v", c.line, err)
+			continue
+		}
+		port, ok := ports[req.url.Port()]
+		if !ok {
+			t.Errorf("README %q: port %s is not published", c.line, req.url.Port())
+			continue
+		}
+		target := *req.url
+		target.Host = fmt.Sprintf("127.0.0.1:%d", port)
+		hr, err := http.NewRequest(req.method, target.String(), strings.NewReader(req.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Host = req.url.Host // what curl sends
+		for _, h := range req.headers {
+			hr.Header.Add(h[0], h[1])
+		}
+		resp, err := client.Do(hr)
+		if err != nil {
+			t.Errorf("README %q: %v", c.line, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || (req.url.Path == "/v1/graphql" && !strings.Contains(string(body), `"data"`)) {
+			t.Errorf("README %q against the demo = %d %s; want 200 with data", c.line, resp.StatusCode, body)
+		}
+	}
+	if n == 0 {
+		t.Errorf("README %q has no curl to try against the demo", composeSection)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,561 @@
+package reliability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/dxtra-ai/dxtra-proxy/dxtratest"
+)
+
+// binPath is the dxtra-proxy binary built once for the whole suite.
+var binPath string
+
+// parallelDefault is -parallel when the command line does not set it: most scenarios
+// sleep on token lifetimes and backoff timers, not on the CPU.
+const parallelDefault = "12"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		if err := flag.Set("test.parallel", parallelDefault); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	dir, err := os.MkdirTemp("", "dxtra-proxy-reliability")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "dxtra-proxy")
+	args := []string{"build", "-o", binPath}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/dxtra-ai/dxtra-proxy/cmd/dxtra-proxy")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dxtra-proxy:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const (
+	graphqlPath  = "/v1/graphql"
+	graphqlQuery = `{"query":"{ dataControllers { id title } }"}`
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running dxtra-proxy binary.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr syncBuffer
+	listen string // proxy address from the start-up log line
+	admin  string // admin address from the start-up log line
+	done   chan struct{}
+	err    error // Wait's result, valid after done is closed
+}
+
+// baseEnv is the environment of every proxy: none of the developer's DXTRA_*
+// settings, ephemeral loopback ports, and the given variables.
+func baseEnv(extra map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DXTRA_") {
+			env = append(env, kv)
+		}
+	}
+	vars := map[string]string{
+		"DXTRA_LISTEN_ADDR": "127.0.0.1:0",
+		"DXTRA_ADMIN_ADDR":  "127.0.0.1:0",
+		"DXTRA_LOG_LEVEL":   "info",
+	}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// startBinary starts the proxy and waits for its start-up log line, which carries
+// the actual listener addresses. The process is killed at the end of the test if it
+// is still running.
+func startBinary(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	p := &proc{t: t, done: make(chan struct{})}
+	p.cmd = exec.Command(binPath)
+	p.cmd.Env = baseEnv(env)
+	pr, pw := io.Pipe()
+	p.cmd.Stderr = pw
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.stderr.Write([]byte(line + "\n"))
+			if !once && strings.Contains(line, `"dxtra-proxy starting"`) {
+				var l struct{ Listen, Admin string }
+				if json.Unmarshal([]byte(line), &l) == nil {
+					p.listen, p.admin = l.Listen, l.Admin
+					once = true
+					close(started)
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", p.stderr.String())
+		}
+	})
+	select {
+	case <-started:
+	case <-p.done:
+		t.Fatalf("dxtra-proxy exited before serving: %v\nstderr:\n%s", p.err, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("dxtra-proxy did not start\nstderr:\n%s", p.stderr.String())
+	}
+	return p
+}
+
+// url returns the proxy URL for path.
+func (p *proc) url(path string) string { return "http://" + p.listen + path }
+
+// fds counts the process's open file descriptors.
+func (p *proc) fds() int {
+	p.t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	if err != nil {
+		p.t.Fatalf("reading the proxy's fds: %v", err)
+	}
+	return len(ents)
+}
+
+// eventually polls cond until it holds or the deadline passes. Used only where the
+// state lives in another process, behind a socket.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consistently polls cond for the whole window and fails as soon as it does not hold:
+// the way to observe that something does NOT happen in another process.
+func consistently(t *testing.T, window time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(window)
+	for time.Now().Before(deadline) {
+		if !cond() {
+			t.Fatalf("%s stopped holding within %s", what, window)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// newClient returns an HTTP client for talking to the proxy whose idle connections are
+// closed when the test ends.
+func newClient(t *testing.T, keepAlive bool) (*http.Client, *http.Transport) {
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: 64,
+		DisableKeepAlives:   !keepAlive,
+		DisableCompression:  true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr
+}
+
+// get returns status, headers and body of one request; a transport error fails the
+// test.
+func do(t *testing.T, c *http.Client, method, url, body string, hdr map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// readyz returns /readyz's status and body (0 when the admin listener is gone).
+func readyz(admin string) (int, string) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitReady(t *testing.T, p *proc) {
+	t.Helper()
+	eventually(t, 20*time.Second, "/readyz to say ready", func() bool {
+		s, _ := readyz(p.admin)
+		return s == 200
+	})
+}
+
+// metrics is one scrape of /metrics: series as printed ("name{labels}") → value.
+type metrics map[string]float64
+
+func scrape(t *testing.T, admin string) metrics {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	m := metrics{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
+		}
+		m[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading /metrics: %v", err)
+	}
+	return m
+}
+
+// get sums the series of metric name carrying every label pair given as `k="v"`.
+func (m metrics) get(name string, labels ...string) float64 {
+	var sum float64
+	for series, v := range m {
+		n, rest, _ := strings.Cut(series, "{")
+		if n != name {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(rest, l)
+		}
+		if ok {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// newFake starts the fake Dxtra backend for one test.
+func newFake(t *testing.T, opts dxtratest.Options) *dxtratest.Server {
+	t.Helper()
+	s := dxtratest.NewServer(opts)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// authCall is one call to the auth service as the recording front saw it.
+type authCall struct {
+	at         time.Time // arrival
+	ep         dxtratest.Endpoint
+	status     int
+	retryAfter string
+}
+
+// authFront sits between the proxy and the fake's auth handler and timestamps every
+// call, so that backoff schedules can be measured.
+type authFront struct {
+	URL   string
+	mu    sync.Mutex
+	calls []authCall
+}
+
+func newAuthFront(t *testing.T, fake *dxtratest.Server) *authFront {
+	t.Helper()
+	a := &authFront{}
+	h := fake.AuthHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := authCall{at: time.Now()}
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/signin/pat"):
+			c.ep = dxtratest.SignInPAT
+		case strings.HasSuffix(r.URL.Path, "/token"):
+			c.ep = dxtratest.TokenRefresh
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		c.status, c.retryAfter = rec.status, rec.Header().Get("Retry-After")
+		a.mu.Lock()
+		a.calls = append(a.calls, c)
+		a.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	a.URL = srv.URL
+	return a
+}
+
+// Calls returns the calls so far, oldest first.
+func (a *authFront) Calls() []authCall {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]authCall(nil), a.calls...)
+}
+
+// waitCalls waits until at least n calls were seen and returns them.
+func (a *authFront) waitCalls(t *testing.T, n int, timeout time.Duration) []authCall {
+	t.Helper()
+	var calls []authCall
+	eventually(t, timeout, fmt.Sprintf("%d auth calls", n), func() bool {
+		calls = a.Calls()
+		return len(calls) >= n
+	})
+	return calls
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// proxyEnv points the proxy at the fake (auth through front, when given) and adds kv.
+func proxyEnv(fake *dxtratest.Server, front *authFront, pat string, kv ...string) map[string]string {
+	m := map[string]string{
+		"DXTRA_AUTH_URL": fake.AuthURL,
+		"DXTRA_API_URL":  fake.APIURL,
+		"DXTRA_PAT":      pat,
+	}
+	if front != nil {
+		m["DXTRA_AUTH_URL"] = front.URL
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+// gqlError is the GraphQL-shaped error body the proxy answers itself.
+type gqlError struct {
+	Errors []struct {
+		Message    string `json:"message"`
+		Extensions struct {
+			Code string `json:"code"`
+		} `json:"extensions"`
+	} `json:"errors"`
+}
+
+// errorCode returns the extensions.code of a proxy error body, or "" when body is not
+// one.
+func errorCode(body string) string {
+	var e gqlError
+	if json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 {
+		return ""
+	}
+	return e.Errors[0].Extensions.Code
+}
+
+// wantData checks that body is the fake's answer to graphqlQuery.
+func wantData(body string) error {
+	var got struct {
+		Data struct {
+			DataControllers []dxtratest.DataController `json:"dataControllers"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		return fmt.Errorf("body %q: %w", truncate(body), err)
+	}
+	if diff := cmp.Diff(dxtratest.SampleDataControllers, got.Data.DataControllers); diff != "" {
+		return fmt.Errorf("dataControllers differ (-want +got):\n%s", diff)
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}
+
+// queryOnce POSTs graphqlQuery through the proxy and reports anything but a 200 with
+// the expected data as an error.
+func queryOnce(ctx context.Context, c *http.Client, p *proc) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url(graphqlPath), strings.NewReader(graphqlQuery))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("status %d, reading body: %w", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, truncate(string(b)))
+	}
+	return wantData(string(b))
+}
+
+// loadResult is what a load run observed.
+type loadResult struct {
+	mu     sync.Mutex
+	ok     int
+	failed int
+	errs   []string // the first few failures
+}
+
+func (r *loadResult) add(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		r.ok++
+		return
+	}
+	r.failed++
+	if len(r.errs) < 5 {
+		r.errs = append(r.errs, err.Error())
+	}
+}
+
+func (r *loadResult) counts() (ok, failed int, errs []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ok, r.failed, append([]string(nil), r.errs...)
+}
+
+// startLoad runs n clients sending graphqlQuery in a loop until the returned stop
+// function is called; stop lets the requests in flight finish, waits for the clients
+// and returns the result, so that every request sent is counted.
+func startLoad(t *testing.T, p *proc, n int) (res *loadResult, stop func() *loadResult) {
+	t.Helper()
+	c, _ := newClient(t, true)
+	res = &loadResult{}
+	var stopping atomic.Bool
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for !stopping.Load() {
+				res.add(queryOnce(context.Background(), c, p))
+			}
+		})
+	}
+	var once sync.Once
+	stop = func() *loadResult {
+		once.Do(func() {
+			stopping.Store(true)
+			wg.Wait()
+		})
+		return res
+	}
+	t.Cleanup(func() { stop() })
+	return res, stop
+}
+
+// freePort returns a loopback address nothing listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}

@@ -295,6 +295,22 @@ func TestRateLimitFloors(t *testing.T) {
 			}
 		})
 	})
+	t.Run("PAT change inside the signin 429 floor waits for it", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := startHarness(t, func(h *harness, _ *Options) {
+				h.auth.failNext(GrantPAT, httpErr(GrantPAT, 429, ""))
+				h.auth.addPAT(patB)
+			})
+			h.sleepUntil(10 * s)
+			h.setPAT(patB)
+			h.c.PATChanged()
+			h.token()
+			want := []string{"pat@0s", "pat@30s"}
+			if diff := cmp.Diff(want, grants(h.auth.callLog())); diff != "" {
+				t.Errorf("calls mismatch (-want +got):\n%s", diff)
+			}
+		})
+	})
 	t.Run("refused token, then 429 on the PAT fallback waits 30 s", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			h := startHarness(t, func(h *harness, _ *Options) {
@@ -650,31 +666,35 @@ func TestTwelveHourReexchange(t *testing.T) {
 }
 
 // A wall clock that jumps past the expiry (laptop sleep: timers did not fire) never
-// yields the expired token, from Token or Renew; the loop renews at once.
+// yields the expired token, from Token or Renew, and the token is renewed at once.
 func TestClockJumpNeverServesExpiredToken(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := startHarness(t, nil)
-		old := h.token()
-		h.sleepUntil(time.Minute)
-		h.offset.Store(int64(time.Hour))
-		if tok, ok := h.probe(); ok && (tok.Value.Equal(old.Value) || !tok.Usable(h.c.now())) {
-			t.Fatalf("Token() after the jump = %v; want no token or a fresh one", tok.Value)
-		}
-		if ready, _ := h.c.Ready(); ready && h.auth.count(GrantRefreshToken) == 0 {
-			t.Error("Ready() = true with only the expired token")
-		}
-		tok, err := h.c.Renew(context.Background(), "")
-		if err != nil || tok.Value.Equal(old.Value) || !tok.Usable(h.c.now()) {
-			t.Errorf("Renew() = %v, %v; want a fresh token", tok.Value, err)
-		}
-		tok = h.token()
-		if tok.Value.Equal(old.Value) || !tok.Usable(h.c.now()) {
-			t.Errorf("Token() = %v; want a fresh token", tok.Value)
-		}
-		if at := h.elapsed(); at != time.Minute {
-			t.Errorf("fresh token at %v; want at once (1m)", at)
-		}
-	})
+	tests := []struct {
+		name string
+		get  func(h *harness) (Token, error)
+	}{
+		{"Token", func(h *harness) (Token, error) { return h.token(), nil }},
+		{"Renew", func(h *harness) (Token, error) { return h.c.Renew(context.Background(), "") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := startHarness(t, nil)
+				old := h.token()
+				h.sleepUntil(time.Minute)
+				h.offset.Store(int64(time.Hour))
+				if ready, _ := h.c.Ready(); ready {
+					t.Error("Ready() = true with only the expired token")
+				}
+				tok, err := tt.get(h)
+				if err != nil || tok.Value.Equal(old.Value) || !tok.Usable(h.c.now()) {
+					t.Errorf("%s() = %v, %v; want a fresh token", tt.name, tok.Value, err)
+				}
+				if at := h.elapsed(); at != time.Minute {
+					t.Errorf("fresh token at %v; want at once (1m)", at)
+				}
+			})
+		})
+	}
 }
 
 func TestTokenWaitsForFirstToken(t *testing.T) {

@@ -119,6 +119,8 @@ type recorded struct {
 	Method, Path, RawPath, RawQuery, Host string
 	Header                                http.Header
 	Body                                  []byte
+	ContentLength                         int64
+	TransferEncoding                      []string
 }
 
 // upstream is a loopback httptest server recording every request before handing it to
@@ -137,7 +139,8 @@ func newUpstream(t *testing.T, handler http.HandlerFunc) *upstream {
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, recorded{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.Host, r.Header.Clone(), body})
+		u.reqs = append(u.reqs, recorded{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.Host,
+			r.Header.Clone(), body, r.ContentLength, r.TransferEncoding})
 		u.mu.Unlock()
 		u.hits.Add(1)
 		handler(w, r)
@@ -244,7 +247,7 @@ func newTestProxy(t *testing.T, up *url.URL, tokens TokenSource, opts Options) *
 	t.Cleanup(tp.srv.Close)
 	tp.URL = tp.srv.URL
 	tp.addr = tp.srv.Listener.Addr().String()
-	ct := &http.Transport{MaxIdleConnsPerHost: 100}
+	ct := &http.Transport{MaxIdleConnsPerHost: 100, DisableCompression: true}
 	t.Cleanup(ct.CloseIdleConnections)
 	tp.client = &http.Client{Transport: ct}
 	return tp

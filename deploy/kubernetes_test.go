@@ -740,7 +740,11 @@ func checkPATFile(t *testing.T, ctx string, w workload, c *corev1.Container, env
 	psc := w.pod.Spec.SecurityContext
 	groupReads := mode&0o040 != 0 && psc != nil && psc.FSGroup != nil && *psc.FSGroup == nonRootUID
 	if mode&0o004 == 0 && !groupReads {
-		t.Errorf("%s: Secret file mode %#o with fsGroup %v: user %d cannot read the PAT", ctx, mode, psc.FSGroup, nonRootUID)
+		fsGroup := "unset"
+		if psc != nil && psc.FSGroup != nil {
+			fsGroup = fmt.Sprint(*psc.FSGroup)
+		}
+		t.Errorf("%s: Secret file mode %#o with fsGroup %s: user %d cannot read the PAT", ctx, mode, fsGroup, nonRootUID)
 	}
 	if mode&0o002 != 0 || mode&0o111 != 0 {
 		t.Errorf("%s: Secret file mode %#o is writable or executable", ctx, mode)
@@ -843,6 +847,18 @@ func checkEgressOnly(t *testing.T, ctx string, np *networkingv1.NetworkPolicy) {
 		if !have[ep] {
 			t.Errorf("%s: egress to %s/%d is not allowed; the proxy needs it", ctx, ep.proto, ep.port)
 		}
+	}
+}
+
+// TestDeployNamesKnown: every DXTRA_* name in any deployment file is one the
+// program knows (a misspelt variable is silently ignored at run time).
+func TestDeployNamesKnown(t *testing.T) {
+	f := program(t)
+	m := loadKubernetes(t)
+	files := slices.Sorted(mapsKeys(m.files))
+	files = append(files, composeFile, composeExample, "Dockerfile")
+	for _, file := range files {
+		checkNamesKnown(t, f, file, readRepoFile(t, file))
 	}
 }
 

@@ -31,13 +31,15 @@ const (
 	maxSleep             = time.Minute      // the loop re-reads the clock at least this often
 )
 
-// Options configures a Cache. PAT and Exchanger are required.
+// Options configures a Cache; New copies it. PAT and Exchanger are required. The funcs
+// (PAT, Now and the hooks) are called from several goroutines and must be safe for
+// concurrent use; the hooks must not block.
 type Options struct {
 	PAT           func() (Secret, error) // current PAT; called whenever an exchange needs it
 	Exchanger     Exchanger
-	RefreshBefore time.Duration // renew this long before expiry (clamped to half the lifetime); default 2m
-	Role          string        // DXTRA_ROLE; Ready() requires it in Token.Roles (when known)
-	Now           func() time.Time
+	RefreshBefore time.Duration    // renew this long before expiry (clamped to half the lifetime); default 2m
+	Role          string           // DXTRA_ROLE; Ready() requires it in Token.Roles (when known)
+	Now           func() time.Time // default time.Now; checked on every read (tests inject a jumped clock)
 	Logger        *zap.Logger                 // nil → no-op
 	OnRenewal     func(grant string, ok bool) // every exchange attempt; grant GrantPAT | GrantRefreshToken
 	OnToken       func(t Token)               // every new token (metrics: expiry gauge)

@@ -37,9 +37,9 @@ const (
 type Options struct {
 	PAT           func() (Secret, error) // current PAT; called whenever an exchange needs it
 	Exchanger     Exchanger
-	RefreshBefore time.Duration    // renew this long before expiry (clamped to half the lifetime); default 2m
-	Role          string           // DXTRA_ROLE; Ready() requires it in Token.Roles (when known)
-	Now           func() time.Time // default time.Now; checked on every read (tests inject a jumped clock)
+	RefreshBefore time.Duration               // renew this long before expiry (clamped to half the lifetime); default 2m
+	Role          string                      // DXTRA_ROLE; Ready() requires it in Token.Roles (when known)
+	Now           func() time.Time            // default time.Now; checked on every read (tests inject a jumped clock)
 	Logger        *zap.Logger                 // nil → no-op
 	OnRenewal     func(grant string, ok bool) // every exchange attempt; grant GrantPAT | GrantRefreshToken
 	OnToken       func(t Token)               // every new token (metrics: expiry gauge)

@@ -35,10 +35,11 @@ type Exchanger interface {
 // HTTPExchanger speaks the Hasura Auth wire protocol: POST {BaseURL}/signin/pat with
 // {"personalAccessToken":"<PAT>"} and POST {BaseURL}/token with
 // {"refreshToken":"<token>"}. BaseURL is DXTRA_AUTH_URL + DXTRA_AUTH_API_PREFIX, e.g.
-// "http://127.0.0.1:4000/v1". An HTTPExchanger is safe for concurrent use.
+// "http://127.0.0.1:4000/v1". Redirects are not followed (a 3xx is an ExchangeError)
+// unless Client sets its own CheckRedirect. An HTTPExchanger is safe for concurrent use.
 type HTTPExchanger struct {
 	BaseURL string
-	Client  *http.Client // nil → a client with a 30 s timeout that follows no redirects
+	Client  *http.Client // nil → a client with a 30 s timeout
 }
 
 // Body caps: a session is about 1 KB, an error a few hundred bytes.
@@ -49,11 +50,10 @@ const (
 	maxRetryAfter  = 5 * time.Minute
 )
 
-var defaultClient = &http.Client{
-	Timeout: 30 * time.Second,
-	// A redirect could carry the credential to another host: never follow one.
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
+var defaultClient = &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirect}
+
+// noRedirect: a 307/308 would replay the credential to wherever Location points.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // ExchangePAT implements Exchanger.
 func (h HTTPExchanger) ExchangePAT(ctx context.Context, pat Secret) (*Session, error) {
@@ -76,9 +76,13 @@ func (h HTTPExchanger) post(ctx context.Context, grant, path, field string, cred
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	client := h.Client
-	if client == nil {
-		client = defaultClient
+	client := defaultClient
+	if h.Client != nil && h.Client.CheckRedirect != nil {
+		client = h.Client
+	} else if h.Client != nil {
+		c := *h.Client // same transport; only the redirect policy differs
+		c.CheckRedirect = noRedirect
+		client = &c
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -231,6 +232,26 @@ func TestHTTPExchangerErrors(t *testing.T) {
 				t.Errorf("Error() = %q reveals the PAT", err)
 			}
 		})
+	}
+}
+
+func TestHTTPExchangerCustomClientFollowsNoRedirect(t *testing.T) {
+	var leaked atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Store(true)
+	}))
+	defer elsewhere.Close()
+	srv, _ := newAuthStub(t, map[string]func(http.ResponseWriter){
+		"/signin/pat": answer(307, map[string]string{"Location": elsewhere.URL + "/steal"}, ""),
+	})
+	ex := HTTPExchanger{BaseURL: srv.URL, Client: &http.Client{Timeout: 5 * time.Second}}
+	_, err := ex.ExchangePAT(context.Background(), NewSecret(knownSecret))
+	var ee *ExchangeError
+	if !errors.As(err, &ee) || ee.Status != 307 {
+		t.Errorf("ExchangePAT() error = %v; want status 307", err)
+	}
+	if leaked.Load() {
+		t.Error("the redirect was followed: the PAT went to another server")
 	}
 }
 

@@ -41,7 +41,7 @@ func wantGraphQLError(t *testing.T, resp *http.Response, b []byte, status int, c
 // forbiddenUpstream reports whether an upstream request header name is one the caller
 // must never get through (SPEC 2), written independently of strippedHeader.
 func forbiddenUpstream(name string) bool {
-	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	n := strings.ReplaceAll(asciiLower(name), "_", "-")
 	switch n {
 	case "authorization", "cookie", "origin", "forwarded", "x-real-ip", "proxy-authorization", "x-hasura-role":
 		return true

@@ -104,7 +104,8 @@ type wsState struct {
 
 	mu      sync.Mutex
 	closing bool                  // Shutdown was called: no new connection starts
-	conns   sync.WaitGroup        // connections between enter and leave
+	active  int                   // connections between enter and leave
+	drained chan struct{}         // closed when closing and active reaches 0
 	soft    context.Context       // cancelled by Shutdown: connections close with 1001
 	hard    context.Context       // cancelled when Shutdown's ctx ends: everything is cut
 	stop    [2]context.CancelFunc // cancel soft, hard
@@ -122,6 +123,7 @@ func (h *Handler) initWebSocket() error {
 	s.soft, s.stop[0] = context.WithCancel(context.Background())
 	s.hard, s.stop[1] = context.WithCancel(context.Background())
 	s.onCount = h.onWebSocket
+	s.drained = make(chan struct{})
 	return nil
 }
 
@@ -132,11 +134,19 @@ func (s *wsState) enter() bool {
 	if s.closing {
 		return false
 	}
-	s.conns.Add(1)
+	s.active++
 	return true
 }
 
-func (s *wsState) leave() { s.conns.Done() }
+// leave ends what enter began.
+func (s *wsState) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if s.closing && s.active == 0 {
+		close(s.drained)
+	}
+}
 
 // opened and closed count upgraded connections and report them to OnWebSocket.
 func (s *wsState) opened() {
@@ -165,16 +175,21 @@ func (s *wsState) closed() {
 func (h *Handler) Shutdown(ctx context.Context) error {
 	s := &h.ws
 	s.mu.Lock()
-	s.closing = true
+	if !s.closing {
+		s.closing = true
+		if s.active == 0 {
+			close(s.drained)
+		}
+	}
 	s.mu.Unlock()
 	s.stop[0]()
-	done := make(chan struct{})
-	go func() {
-		s.conns.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-s.drained:
+		return nil
+	default:
+	}
+	select {
+	case <-s.drained:
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()

@@ -237,6 +237,9 @@ func (c *Cache) Renew(ctx context.Context, rejected string) (Token, error) {
 	if fl.err != nil {
 		return Token{}, fmt.Errorf("renew: %w", fl.err)
 	}
+	if !fl.tok.Usable(c.now()) { // never hand out a token past its UsableUntil
+		return Token{}, fmt.Errorf("renew: %w", ErrNoToken)
+	}
 	return fl.tok, nil
 }
 
@@ -630,6 +633,9 @@ func (c *Cache) succeed(fl *flight, gen uint64, grant string, sess *Session) (To
 		c.opts.OnToken(tok)
 	}
 	c.updateReady()
+	if failure != "" {
+		return Token{}, fmt.Errorf("%w: %s", ErrNoToken, failure)
+	}
 	return tok, nil
 }
 

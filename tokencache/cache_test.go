@@ -801,5 +801,21 @@ func TestExpiredTokenFromServerBacksOff(t *testing.T) {
 		if ready, reason := h.c.Ready(); ready || !strings.Contains(reason, "expired token") {
 			t.Errorf("Ready() = %v, %q; want not ready: expired token", ready, reason)
 		}
+		// Renew joining an exchange that yields an expired token must not return it.
+		h.auth.hold()
+		h.sleepUntil(2 * time.Minute) // the loop's next attempt (backoff ≤ 60 s) is held
+		var tok Token
+		var err error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tok, err = h.c.Renew(context.Background(), "")
+		}()
+		synctest.Wait()
+		h.auth.release()
+		<-done
+		if !errors.Is(err, ErrNoToken) {
+			t.Errorf("Renew() = %v, %v; want ErrNoToken, never the expired token", tok.Value, err)
+		}
 	})
 }

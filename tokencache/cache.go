@@ -41,7 +41,7 @@ type Options struct {
 	Role          string                      // DXTRA_ROLE; Ready() requires it in Token.Roles (when known)
 	Now           func() time.Time            // default time.Now; checked on every read (tests inject a jumped clock)
 	Logger        *zap.Logger                 // nil → no-op
-	OnRenewal     func(grant string, ok bool) // every exchange attempt; grant GrantPAT | GrantRefreshToken
+	OnRenewal     func(grant string, ok bool) // every call to the auth service; grant GrantPAT | GrantRefreshToken
 	OnToken       func(t Token)               // every new token (metrics: expiry gauge)
 	OnReady       func(ready bool)            // readiness transitions
 }

@@ -17,7 +17,7 @@ import (
 
 // rawResponse is what came back on a raw connection.
 type rawResponse struct {
-	status int    // 0 when the server closed without answering
+	status int // 0 when the server closed without answering
 	header http.Header
 	body   string
 	err    error // reading the response failed

@@ -349,3 +349,19 @@ func TestLargeResponse(t *testing.T) {
 		})
 	}
 }
+
+// emptyTokens answers no token and no error, a broken source.
+type emptyTokens struct{ staticTokens }
+
+func (emptyTokens) Token(context.Context) (string, time.Time, error) { return "", time.Time{}, nil }
+
+func TestEmptyTokenIsUnavailable(t *testing.T) {
+	a := newAuthority()
+	up := newUpstream(t, hasuraHandler(a, false))
+	tp := newTestProxy(t, up.URL, emptyTokens{}, Options{})
+	resp, b := tp.post(t, "/v1/graphql", `{}`, nil)
+	wantGraphQLError(t, resp, b, http.StatusServiceUnavailable, CodeTokenUnavailable)
+	if up.hits.Load() != 0 {
+		t.Errorf("upstream reached with an empty token")
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -198,7 +199,7 @@ func New(opts Options) (*Handler, error) {
 		Transport:    transport{h},
 		BufferPool:   copyBufferPool{},
 		ErrorHandler: h.fail,
-		ErrorLog:     zap.NewStdLog(h.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog:     errorLog(h.log),
 	}
 	if err := h.initWebSocket(); err != nil {
 		return nil, err
@@ -372,6 +373,16 @@ func (h *Handler) finish(ex *exchange, r *http.Request) {
 	if p != nil {
 		panic(p)
 	}
+}
+
+// errorLog routes ReverseProxy's own log lines (upstream read errors while streaming)
+// to the logger at warn level.
+func errorLog(l *zap.Logger) *log.Logger {
+	std, err := zap.NewStdLogAt(l, zap.WarnLevel)
+	if err != nil { // only for an invalid level
+		return zap.NewStdLog(l)
+	}
+	return std
 }
 
 // copyBufferPool lends ReverseProxy its 32 KiB copy buffers. Pooling arrays (not

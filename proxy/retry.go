@@ -29,6 +29,9 @@ const errorsPrefix = `{"errors"`
 
 var sniffPool = sync.Pool{New: func() any { return new([sniffCap]byte) }}
 
+// errEmptyToken stands for a token source that answered no error and no token.
+var errEmptyToken = errors.New("token source returned an empty token")
+
 // bearer caches the Authorization value of one token so that stamping a request
 // allocates nothing while the token stays the same.
 type bearer struct {
@@ -52,6 +55,9 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex.wait.init(req.Context(), ex.start.Add(h.tokenWait))
 	jwt, _, err := h.tokens.Token(&ex.wait)
 	ex.wait.release()
+	if err == nil && jwt == "" {
+		err = errEmptyToken
+	}
 	if err != nil {
 		closeBody(req)
 		return nil, &tokenError{err: err}
@@ -84,6 +90,9 @@ func (ex *exchange) renewAndReplay(req *http.Request, resp *http.Response, jwt, 
 	ctx, cancel := context.WithTimeout(req.Context(), h.tokenWait)
 	fresh, _, err := h.tokens.Renew(ctx, jwt)
 	cancel()
+	if err == nil && fresh == "" {
+		err = errEmptyToken
+	}
 	if err != nil {
 		discard(resp)
 		return nil, &tokenError{renewal: true, err: err}

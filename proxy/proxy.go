@@ -352,6 +352,16 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		out.ContentLength = int64(len(ex.body.b))
 		out.GetBody = ex.getBody
 	}
+	// An upstream may close an idle keep-alive connection just as the next
+	// request is written on it. net/http's Transport resends a request on a
+	// fresh connection when a reused one died before any byte of the answer
+	// came back, but only for requests it deems replayable: GET and friends, or
+	// any request carrying an Idempotency-Key. A nil value marks the request so
+	// without sending the header. GraphQL is POST, and the alternative is a
+	// spurious 502 for a request the upstream never answered.
+	if _, ok := out.Header["Idempotency-Key"]; !ok {
+		out.Header["Idempotency-Key"] = nil
+	}
 }
 
 // finish releases the request's buffers and reports it to OnRequestDone.

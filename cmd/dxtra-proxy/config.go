@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/dxtra-ai/dxtra-proxy/proxy"
 )
 
 // envPrefix is the prefix of every configuration variable.
@@ -112,12 +114,12 @@ func (c *config) validate() error {
 	c.apiURL, _ = url.Parse(base)
 
 	c.Role = strings.TrimSpace(c.Role)
-	if c.Role == "" || strings.ContainsAny(c.Role, ", \t") {
+	if r, err := proxy.ParseRoleList(c.Role); err != nil || len(r) != 1 {
 		return configErrorf("DXTRA_ROLE: must be one role name, e.g. user")
 	}
 	if _, set := os.LookupEnv("DXTRA_ALLOWED_ROLES"); !set {
 		c.allowedRoles = []string{c.Role}
-	} else if c.allowedRoles, err = parseList(c.AllowedRoles); err != nil {
+	} else if c.allowedRoles, err = proxy.ParseRoleList(c.AllowedRoles); err != nil {
 		return configErrorf("DXTRA_ALLOWED_ROLES: %v", err)
 	}
 
@@ -172,9 +174,9 @@ func (c *config) validate() error {
 		if c.allowedOrigins, err = parseList(c.AllowedOrigins); err != nil {
 			return configErrorf("DXTRA_ALLOWED_ORIGINS: %v", err)
 		}
-		for _, o := range c.allowedOrigins {
-			if err := checkOrigin(o); err != nil {
-				return configErrorf("DXTRA_ALLOWED_ORIGINS: %q %v", o, err)
+		for i, o := range c.allowedOrigins {
+			if c.allowedOrigins[i], err = proxy.NormalizeOrigin(o); err != nil {
+				return configErrorf("DXTRA_ALLOWED_ORIGINS: %v", err)
 			}
 		}
 	}
@@ -246,18 +248,6 @@ func checkListenAddr(a string) error {
 	}
 	if _, err := net.LookupPort("tcp", port); err != nil {
 		return errors.New("port is not valid")
-	}
-	return nil
-}
-
-func checkOrigin(o string) error {
-	u, err := url.Parse(o)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return errors.New("is not an origin of the form scheme://host[:port]")
-	}
-	if u.Path == "/" {
-		return errors.New("must not end in / (browsers send origins without a path)")
 	}
 	return nil
 }

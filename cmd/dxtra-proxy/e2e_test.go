@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -289,5 +291,29 @@ func TestBareAuthPrefix(t *testing.T) {
 	waitReady(t, p)
 	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
 		t.Fatalf("with an empty DXTRA_AUTH_API_PREFIX: %d %s; want 200", status, body)
+	}
+}
+
+func TestOptionsStarIsRefused(t *testing.T) {
+	fake := newFake(t, dxtratest.Options{})
+	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT()))
+	conn, err := net.Dial("tcp", p.listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("OPTIONS * = %d; want 400", resp.StatusCode)
+	}
+	if n := len(fake.Requests()); n != 0 {
+		t.Fatalf("upstream saw %d requests; want none", n)
 	}
 }

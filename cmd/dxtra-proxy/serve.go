@@ -198,11 +198,14 @@ func newProgram(cfg *config, log *zap.Logger) (*program, error) {
 
 	errLog := zap.NewStdLog(log.Named("http"))
 	p.proxySrv = &http.Server{
-		Handler:           p.metrics.Middleware(p.inflight),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          errLog,
+		Handler: p.metrics.Middleware(p.inflight),
+		// "OPTIONS *" reaches the handler, which refuses it like any request
+		// that does not name a path, instead of net/http answering 200 itself.
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            readHeaderTimeout,
+		IdleTimeout:                  idleTimeout,
+		MaxHeaderBytes:               maxHeaderBytes,
+		ErrorLog:                     errLog,
 	}
 	p.adminSrv = &http.Server{
 		Handler:           p.adminRouter(),

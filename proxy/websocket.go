@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -100,8 +103,6 @@ var (
 // wsState is the WebSocket relay's state inside Handler. Its methods are safe for
 // concurrent use.
 type wsState struct {
-	dialer *http.Client // the handler's transport, redirects not followed
-
 	mu      sync.Mutex
 	closing bool                  // Shutdown was called: no new connection starts
 	active  int                   // connections between enter and leave
@@ -116,10 +117,6 @@ type wsState struct {
 // initWebSocket prepares h.ws; New calls it once, after every other field is set.
 func (h *Handler) initWebSocket() error {
 	s := &h.ws
-	s.dialer = &http.Client{
-		Transport:     h.base,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	s.soft, s.stop[0] = context.WithCancel(context.Background())
 	s.hard, s.stop[1] = context.WithCancel(context.Background())
 	s.onCount = h.onWebSocket
@@ -245,8 +242,12 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, role st
 		want = protoTransportWS
 	}
 	target := upstreamURL(h, r)
+	upSock := &upgradeCapture{base: h.base}
 	up, resp, err := websocket.Dial(pre, target, &websocket.DialOptions{
-		HTTPClient:   s.dialer,
+		HTTPClient: &http.Client{
+			Transport:     upSock,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		HTTPHeader:   upgradeHeaders(r.Header),
 		Subprotocols: []string{want},
 	})
@@ -271,7 +272,8 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, role st
 	if containsFold(offered, proto) {
 		answer = []string{proto}
 	}
-	client, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	clientSock := &hijackCapture{ResponseWriter: w}
+	client, err := websocket.Accept(clientSock, r, &websocket.AcceptOptions{
 		Subprotocols: answer,
 		// The guard has checked Origin against DXTRA_ALLOWED_ORIGINS already; the
 		// library's own same-host rule would refuse the origins allowed there.
@@ -285,6 +287,12 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, role st
 	up.SetReadLimit(wsReadLimit)
 	s.opened()
 	defer s.closed()
+	// A cut (Shutdown's ctx ended) closes both sockets under the library, so that
+	// even a close handshake in progress with a peer that does not answer ends at once.
+	defer context.AfterFunc(s.hard, func() {
+		clientSock.close()
+		upSock.close()
+	})()
 
 	c := &wsConn{
 		h: h, client: client, upstream: up, proto: proto, role: role,
@@ -409,6 +417,59 @@ func (h *Handler) upgradeRefused(w http.ResponseWriter, r *http.Request, resp *h
 	}
 	WriteError(w, r, resp.StatusCode, codeUpgradeRefused,
 		fmt.Sprintf("the Dxtra API refused the WebSocket upgrade with HTTP %d", resp.StatusCode))
+}
+
+// hijackCapture is the ResponseWriter handed to websocket.Accept: it keeps the
+// hijacked connection so that a cut can close it under the library.
+type hijackCapture struct {
+	http.ResponseWriter
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+func (hc *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(hc.ResponseWriter).Hijack()
+	hc.mu.Lock()
+	hc.conn = conn
+	hc.mu.Unlock()
+	return conn, brw, err
+}
+
+func (hc *hijackCapture) Unwrap() http.ResponseWriter { return hc.ResponseWriter }
+
+func (hc *hijackCapture) close() {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if hc.conn != nil {
+		_ = hc.conn.Close()
+	}
+}
+
+// upgradeCapture is the RoundTripper of one upstream handshake: the handler's
+// transport, keeping the socket of a 101 answer (its body) so that a cut can close it
+// under the library.
+type upgradeCapture struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	sock io.Closer
+}
+
+func (uc *upgradeCapture) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := uc.base.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		uc.mu.Lock()
+		uc.sock = resp.Body
+		uc.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (uc *upgradeCapture) close() {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.sock != nil {
+		_ = uc.sock.Close()
+	}
 }
 
 // wsConn is one relayed connection. Its fields are set before the readers start and

@@ -321,10 +321,9 @@ type wsMessage struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
-func wsRead(t *testing.T, c *websocket.Conn) (wsMessage, error) {
+// wsRead reads the next message; ctx bounds the wait.
+func wsRead(ctx context.Context, t *testing.T, c *websocket.Conn) (wsMessage, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
-	defer cancel()
 	_, b, err := c.Read(ctx)
 	if err != nil {
 		return wsMessage{}, err
@@ -336,12 +335,14 @@ func wsRead(t *testing.T, c *websocket.Conn) (wsMessage, error) {
 	return m, nil
 }
 
-// wsExpect reads the next message, skipping subscription data, and fails unless it has
-// type typ.
+// wsExpect reads messages, skipping subscription data, until one of type typ; it fails
+// on any other message or when none comes within failAfter.
 func wsExpect(t *testing.T, c *websocket.Conn, typ string) wsMessage {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
+	defer cancel()
 	for {
-		m, err := wsRead(t, c)
+		m, err := wsRead(ctx, t, c)
 		if err != nil {
 			t.Fatalf("waiting for %s: %v", typ, err)
 		}
@@ -355,17 +356,19 @@ func wsExpect(t *testing.T, c *websocket.Conn, typ string) wsMessage {
 }
 
 // wsCloseOf reads until the connection ends and returns the close frame received;
-// it fails when the connection ended without one.
+// it fails when the connection ended without one, or did not end within failAfter.
 func wsCloseOf(t *testing.T, c *websocket.Conn) websocket.CloseError {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
+	defer cancel()
 	for {
-		_, err := wsRead(t, c)
+		_, err := wsRead(ctx, t, c)
 		if err == nil {
 			continue
 		}
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) {
-			t.Fatalf("connection ended without a close frame: %v", err)
+			t.Fatalf("connection ended without a close frame, or not within %s: %v", failAfter, err)
 		}
 		return ce
 	}
@@ -919,8 +922,15 @@ func TestWebSocketShutdown(t *testing.T) {
 		if err := e.h.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Shutdown() = %v; want the context's deadline", err)
 		}
-		if d := e.waitDelta(t); d != -1 {
-			t.Fatalf("OnWebSocket(%d) after the cut; want -1", d)
+		// Cut means at once: without the cut, the relay would wait out the library's
+		// 5 s close handshake with this client.
+		select {
+		case d := <-e.deltas:
+			if d != -1 {
+				t.Fatalf("OnWebSocket(%d) after the cut; want -1", d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("the connection outlived Shutdown's context by 3 s")
 		}
 	})
 	t.Run("no connections", func(t *testing.T) {

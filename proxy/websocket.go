@@ -395,7 +395,11 @@ func upgradeHeaders(in http.Header) http.Header {
 // status, its body when that is a complete JSON document (Hasura's own errors are),
 // else a GraphQL-shaped error naming the status.
 func (h *Handler) upgradeRefused(w http.ResponseWriter, r *http.Request, resp *http.Response) {
-	h.log.Warn("websocket upgrade refused upstream", zap.Int("status", resp.StatusCode))
+	if resp.StatusCode >= 500 {
+		h.log.Warn("websocket upgrade refused upstream", zap.Int("status", resp.StatusCode))
+	} else if ce := h.log.Check(zap.DebugLevel, "websocket upgrade refused upstream"); ce != nil {
+		ce.Write(zap.Int("status", resp.StatusCode))
+	}
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		w.Header().Set("Retry-After", ra)
 	}

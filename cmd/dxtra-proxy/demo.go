@@ -42,7 +42,11 @@ func demo(ctx context.Context, cfg *config, log *zap.Logger, stdout io.Writer) e
 		zap.Duration("token_ttl", demoTokenTTL))
 	return serve(ctx, cfg, log, func(addr net.Addr) {
 		fmt.Fprintf(stdout, "dxtra-proxy demo: proxying to an embedded fake Dxtra API; tokens live %s, so renewals show in the log.\n", demoTokenTTL)
-		fmt.Fprintf(stdout, "Try:\n\n  %s\n\nStop with Ctrl-C.\n", curlLine(addr))
+		fmt.Fprintf(stdout, "Try:\n\n  %s\n\n", curlLine(addr))
+		if addr.Network() == "tcp" {
+			fmt.Fprintf(stdout, "Watch a subscription (from the repository root):\n\n  go run ./examples/subscribe -url ws://%s/v1/graphql\n\n", probeHost(addr.String()))
+		}
+		fmt.Fprintln(stdout, "Stop with Ctrl-C.")
 	})
 }
 

@@ -63,6 +63,18 @@ func TestDemoAnswersThePrintedCurlLine(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no curl line in stdout:\n%s", p.stdout.String())
 	}
+	// README's "Try it" shows this output for the default address.
+	readme, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := regexp.MustCompile("(?s)\nprints\n\n```\n(.*?)```\n").FindSubmatch(readme)
+	if shown == nil {
+		t.Fatalf("README has no demo output block after \"prints\"")
+	}
+	if got := strings.ReplaceAll(p.stdout.String(), p.listen, "127.0.0.1:8080"); got != string(shown[1]) {
+		t.Errorf("demo printed\n%s\nREADME shows\n%s", got, shown[1])
+	}
 	waitReady(t, p)
 	status, body := do(t, http.DefaultClient, "POST", m[1], m[4], map[string]string{m[2]: m[3]})
 	if status != 200 || !strings.Contains(body, `"dataControllers"`) {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -34,10 +35,10 @@ type exchange struct {
 	roleHdr []string // shared []string{role}, never modified
 	origin  string   // the caller's (allowed) Origin, "" if none
 
-	body  *bodyBuf   // the buffered request body; nil when there is none
-	first bodyReader // reader for the first attempt
-	sniff sniffBody  // response body wrapper after sniffing
-	wait  waitCtx    // bounds Token() by TokenWait
+	body  []byte       // the buffered request body; nil when there is none
+	first bytes.Reader // reader for the first attempt
+	sniff sniffBody    // response body wrapper after sniffing
+	wait  waitCtx      // bounds Token() by TokenWait
 }
 
 // exchangeKey is the context key under which an exchange finds itself.
@@ -85,13 +86,10 @@ func (ex *exchange) FlushError() error {
 
 func (ex *exchange) Unwrap() http.ResponseWriter { return ex.rw }
 
-// getBody is the outgoing request's GetBody: a fresh reader over the buffered body.
-// net/http calls it (for its own retries, and ours) only while the request is in
-// flight, when the handler still holds its reference.
+// getBody is the outgoing request's GetBody: a fresh reader over the buffered body,
+// for net/http's own retries and ours.
 func (ex *exchange) getBody() (io.ReadCloser, error) {
-	r := new(bodyReader)
-	r.open(ex.body)
-	return r, nil
+	return bodyReadCloser(ex.body), nil
 }
 
 // waitCtx bounds a wait for a token by a deadline without arming a timer unless

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
@@ -238,7 +239,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Upgrade")
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		bb, err := readBody(r.Body, r.ContentLength, h.maxBody)
+		b, err := readBody(r.Body, r.ContentLength, h.maxBody)
 		switch {
 		case errors.Is(err, errTooLarge):
 			h.fail(ex, r, errBodyTooLarge)
@@ -250,10 +251,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.fail(ex, r, errBodyRead)
 			}
 			return
-		case len(bb.b) == 0:
-			bb.release()
-		default:
-			ex.body = bb
+		case len(b) > 0:
+			ex.body = b
 		}
 	}
 	out := r.WithContext(ex)
@@ -347,9 +346,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	delete(out.Header, "Expect") // the body is already here: no 100-continue round trip
 	out.Header["X-Hasura-Role"] = ex.roleHdr
 	if ex.body != nil {
-		ex.first.open(ex.body)
-		out.Body = &ex.first
-		out.ContentLength = int64(len(ex.body.b))
+		ex.first.Reset(ex.body)
+		out.Body = io.NopCloser(&ex.first) // in-memory to net/http: see body.go
+		out.ContentLength = int64(len(ex.body))
 		out.GetBody = ex.getBody
 	}
 	// An upstream may close an idle keep-alive connection just as the next
@@ -364,12 +363,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// finish releases the request's buffers and reports it to OnRequestDone.
+// finish reports the request to OnRequestDone.
 func (h *Handler) finish(ex *exchange, r *http.Request) {
 	p := recover()
-	if ex.body != nil {
-		ex.body.release()
-	}
 	if h.onDone != nil {
 		status := ex.status
 		switch {

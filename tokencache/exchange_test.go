@@ -115,13 +115,6 @@ func FuzzDecodeError(f *testing.F) {
 	})
 }
 
-// authStub is an httptest handler that records requests and answers from a script.
-type authStub struct {
-	t       *testing.T
-	answers map[string]func(w http.ResponseWriter)
-	got     chan recorded
-}
-
 type recorded struct {
 	method, path, contentType, body string
 }

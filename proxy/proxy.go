@@ -211,7 +211,9 @@ func New(opts Options) (*Handler, error) {
 // ServeHTTP guards, stamps and forwards r (SPEC behaviour 1–8).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{Context: r.Context(), h: h, rw: w, start: time.Now()}
-	defer h.finish(ex, r)
+	if h.onDone != nil {
+		defer h.finish(ex, r)
+	}
 
 	if err := h.guard(ex, r); err != nil {
 		h.fail(ex, r, err)
@@ -363,19 +365,17 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// finish reports the request to OnRequestDone.
+// finish reports the request to OnRequestDone (deferred only when there is one).
 func (h *Handler) finish(ex *exchange, r *http.Request) {
 	p := recover()
-	if h.onDone != nil {
-		status := ex.status
-		switch {
-		case p != nil && !ex.wrote:
-			status = http.StatusInternalServerError
-		case !ex.wrote:
-			status = http.StatusOK
-		}
-		h.onDone(r, status, ex.retried, ex.role, time.Since(ex.start))
+	status := ex.status
+	switch {
+	case p != nil && !ex.wrote:
+		status = http.StatusInternalServerError
+	case !ex.wrote:
+		status = http.StatusOK
 	}
+	h.onDone(r, status, ex.retried, ex.role, time.Since(ex.start))
 	if p != nil {
 		panic(p)
 	}

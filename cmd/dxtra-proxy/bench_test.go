@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dxtra-ai/dxtra-proxy/metrics"
 	"github.com/dxtra-ai/dxtra-proxy/proxy"
@@ -107,5 +110,38 @@ func BenchmarkHandlerChain(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestAccessLogHook: below debug level the access-log hook is nil, so the proxy does no
+// per-request work for it (the premise of BenchmarkHandlerChain's info-level chain); at
+// debug it logs one line per request, without the query string.
+func TestAccessLogHook(t *testing.T) {
+	if hook := accessLog(zap.New(zapcore.NewNopCore())); hook != nil {
+		t.Errorf("accessLog(no-op logger) = non-nil hook; want nil")
+	}
+	info, _ := observer.New(zapcore.InfoLevel)
+	if hook := accessLog(zap.New(info)); hook != nil {
+		t.Errorf("accessLog(info logger) = non-nil hook; want nil")
+	}
+	debug, logs := observer.New(zapcore.DebugLevel)
+	hook := accessLog(zap.New(debug))
+	if hook == nil {
+		t.Fatal("accessLog(debug logger) = nil; want a hook")
+	}
+	r := httptest.NewRequest(http.MethodPost, "/v1/graphql?secret=1", nil)
+	hook(r, http.StatusOK, true, "user", time.Millisecond)
+	entries := logs.FilterMessage("request").All()
+	if len(entries) != 1 {
+		t.Fatalf("debug access log lines = %d; want 1", len(entries))
+	}
+	got := entries[0].ContextMap()
+	if got["path"] != "/v1/graphql" || got["status"] != int64(200) || got["role"] != "user" || got["retried"] != true {
+		t.Errorf("access log fields = %v; want path /v1/graphql, status 200, role user, retried true", got)
+	}
+	for k, v := range got {
+		if s, ok := v.(string); ok && strings.Contains(s, "secret") {
+			t.Errorf("access log field %s = %q carries the query string", k, s)
+		}
 	}
 }

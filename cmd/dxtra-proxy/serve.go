@@ -306,10 +306,14 @@ func (p *program) shutdown() {
 // requestQuit starts the same shutdown as SIGTERM (POST /quitquitquit).
 func (p *program) requestQuit() { p.quitOnce.Do(func() { close(p.quit) }) }
 
-// accessLog returns the per-request hook: one debug line per request, built
-// only when debug logging is on. The query string is left out (it may carry
-// variables an app considers private).
+// accessLog returns the per-request hook: one debug line per request. The query
+// string is left out (it may carry variables an app considers private). Below
+// debug level (fixed at start-up) it returns nil, so that the proxy does no
+// per-request work for it at all.
 func accessLog(log *zap.Logger) func(r *http.Request, status int, retried bool, role string, d time.Duration) {
+	if !log.Core().Enabled(zapcore.DebugLevel) {
+		return nil
+	}
 	return func(r *http.Request, status int, retried bool, role string, d time.Duration) {
 		if ce := log.Check(zapcore.DebugLevel, "request"); ce != nil {
 			ce.Write(

@@ -39,7 +39,7 @@ func watchReady(t *testing.T, p *proc) (notReady func() int64) {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if s, _ := readyz(p.admin); s != http.StatusOK {
+			if s, _ := readyz(p.Admin); s != http.StatusOK {
 				bad.Add(1)
 			}
 			select {
@@ -115,7 +115,7 @@ func TestAuthOutageShorterThanTokenLife(t *testing.T) {
 			t.Errorf("auth calls %d and %d only %s apart; want backoff of at least 1 s", i, i+1, c.at.Sub(calls[i].at))
 		}
 	}
-	m := scrape(t, p.admin)
+	m := scrape(t, p.Admin)
 	if got, want := m.get("dxtra_proxy_token_renewals_total", `grant="refresh_token"`, `result="failure"`), float64(len(calls)-2); got != want {
 		t.Errorf("dxtra_proxy_token_renewals_total{refresh_token,failure} = %v; want %v", got, want)
 	}
@@ -138,13 +138,13 @@ func TestAuthOutageLongerThanTokenLife(t *testing.T) {
 	var reason string
 	eventually(t, 10*time.Second, "/readyz to turn 503 after the token expired", func() bool {
 		var s int
-		s, reason = readyz(p.admin)
+		s, reason = readyz(p.Admin)
 		return s == http.StatusServiceUnavailable
 	})
 	if !strings.Contains(reason, "expired") {
 		t.Errorf("/readyz body = %q; want it to say the token expired", reason)
 	}
-	if m := scrape(t, p.admin); m.get("dxtra_proxy_ready") != 0 {
+	if m := scrape(t, p.Admin); m.get("dxtra_proxy_ready") != 0 {
 		t.Errorf("dxtra_proxy_ready = %v while no token is held; want 0", m.get("dxtra_proxy_ready"))
 	}
 
@@ -159,7 +159,7 @@ func TestAuthOutageLongerThanTokenLife(t *testing.T) {
 			if accept != "" {
 				hdr["Accept"], wantCT = accept, accept
 			}
-			status, h, body := do(t, c, http.MethodPost, p.url(graphqlPath), graphqlQuery, hdr)
+			status, h, body := do(t, c, http.MethodPost, p.URL(graphqlPath), graphqlQuery, hdr)
 			waited := time.Since(start)
 			if status != http.StatusServiceUnavailable || errorCode(body) != "token-unavailable" {
 				t.Errorf("request without a token (Accept %q) = %d %s; want 503 token-unavailable", accept, status, body)
@@ -181,7 +181,7 @@ func TestAuthOutageLongerThanTokenLife(t *testing.T) {
 	fake.SetDown(dxtratest.TokenRefresh, false)
 	up := time.Now()
 	eventually(t, 70*time.Second, "/readyz 200 after auth returned", func() bool {
-		s, _ := readyz(p.admin)
+		s, _ := readyz(p.Admin)
 		return s == http.StatusOK
 	})
 	ready := time.Now()
@@ -267,7 +267,7 @@ func TestRateLimitedRefreshBacksOff(t *testing.T) {
 		t.Errorf("after a 429 with Retry-After: 7 the next attempt came %s later; want 7 s", gap)
 	}
 	waitReady(t, p)
-	m := scrape(t, p.admin)
+	m := scrape(t, p.Admin)
 	if got := m.get("dxtra_proxy_token_renewals_total", `grant="refresh_token"`, `result="failure"`); got != 2 {
 		t.Errorf("dxtra_proxy_token_renewals_total{refresh_token,failure} = %v; want 2", got)
 	}
@@ -288,11 +288,11 @@ func TestRateLimitedPATExchangeBacksOff(t *testing.T) {
 	if c := calls[0]; c.ep != dxtratest.SignInPAT || c.status != http.StatusTooManyRequests {
 		t.Fatalf("first auth call = %v; want /signin/pat answered 429", c)
 	}
-	if s, body := readyz(p.admin); s != http.StatusServiceUnavailable {
+	if s, body := readyz(p.Admin); s != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while rate limited = %d %q; want 503", s, body)
 	}
 	c, _ := newClient(t, false)
-	if status, _, body := do(t, c, http.MethodPost, p.url(graphqlPath), graphqlQuery, nil); status != http.StatusServiceUnavailable || errorCode(body) != "token-unavailable" {
+	if status, _, body := do(t, c, http.MethodPost, p.URL(graphqlPath), graphqlQuery, nil); status != http.StatusServiceUnavailable || errorCode(body) != "token-unavailable" {
 		t.Errorf("request while rate limited = %d %s; want 503 token-unavailable", status, body)
 	}
 	calls = front.waitCalls(t, 2, 45*time.Second)
@@ -305,7 +305,7 @@ func TestRateLimitedPATExchangeBacksOff(t *testing.T) {
 		t.Errorf("after a 429 on /signin/pat the next attempt came %s later; want 30 s", gap)
 	}
 	eventually(t, 2*time.Second, "/readyz 200 after the exchange", func() bool {
-		s, _ := readyz(p.admin)
+		s, _ := readyz(p.Admin)
 		return s == http.StatusOK
 	})
 	if err := queryOnce(context.Background(), c, p); err != nil {
@@ -331,7 +331,7 @@ func TestRevokedPATIsTerminal(t *testing.T) {
 	var body string
 	eventually(t, 10*time.Second, "/readyz 503 naming invalid-pat", func() bool {
 		var s int
-		s, body = readyz(p.admin)
+		s, body = readyz(p.Admin)
 		return s == http.StatusServiceUnavailable && strings.Contains(body, "invalid-pat")
 	})
 	calls := front.Calls()[revoked:]
@@ -352,14 +352,14 @@ func TestRevokedPATIsTerminal(t *testing.T) {
 		}
 		return nPAT <= 1 && nToken == 0
 	})
-	if s, b := readyz(p.admin); s != http.StatusServiceUnavailable || !strings.Contains(b, "invalid-pat") {
+	if s, b := readyz(p.Admin); s != http.StatusServiceUnavailable || !strings.Contains(b, "invalid-pat") {
 		t.Errorf("/readyz 5 s later = %d %q; want still 503 naming invalid-pat", s, b)
 	}
-	m := scrape(t, p.admin)
+	m := scrape(t, p.Admin)
 	if m.get("dxtra_proxy_ready") != 0 {
 		t.Errorf("dxtra_proxy_ready = %v; want 0", m.get("dxtra_proxy_ready"))
 	}
-	if n := strings.Count(p.stderr.String(), `"level":"error"`); n != 1 {
+	if n := strings.Count(p.Stderr.String(), `"level":"error"`); n != 1 {
 		t.Errorf("%d error-level log lines; want the refused PAT logged exactly once", n)
 	}
 }

@@ -207,7 +207,7 @@ func TestHostileRequestsNeverReachUpstream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(up.requests())
-			r := rawRequest(t, p.listen, tc.raw)
+			r := rawRequest(t, p.Listen, tc.raw)
 			if r.err != nil && r.status == 0 {
 				t.Fatalf("no answer: %v", r.err)
 			}
@@ -233,7 +233,7 @@ func TestHostileRequestsNeverReachUpstream(t *testing.T) {
 	} {
 		t.Run("control: "+tc.name, func(t *testing.T) {
 			before := len(up.requests())
-			if r := rawRequest(t, p.listen, tc.raw); r.status != http.StatusOK || r.body != okBody {
+			if r := rawRequest(t, p.Listen, tc.raw); r.status != http.StatusOK || r.body != okBody {
 				t.Errorf("status = %d %q; want 200 from the upstream", r.status, truncate(r.body))
 			}
 			got := up.requests()[before:]
@@ -291,7 +291,7 @@ func TestRequestSmugglingIsNeutralised(t *testing.T) {
 			before := len(up.requests())
 			raw := "POST " + graphqlPath + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + tc.framing +
 				"Connection: close\r\n\r\n" + chunked(smuggled)
-			r := rawRequest(t, p.listen, raw)
+			r := rawRequest(t, p.Listen, raw)
 			got := up.requests()[before:]
 			if r.status == http.StatusBadRequest && len(got) == 0 {
 				return // refused outright: as good
@@ -358,7 +358,7 @@ func TestSpoofedHeadersNeverReachUpstream(t *testing.T) {
 	raw := "POST " + graphqlPath + " HTTP/1.1\r\nHost: localhost:8080\r\nContent-Type: application/json\r\n" + spoofed +
 		fmt.Sprintf("\r\nContent-Length: %d\r\n\r\n%s", len(graphqlQuery), graphqlQuery)
 	fake.ResetRequests()
-	r := rawRequest(t, p.listen, raw)
+	r := rawRequest(t, p.Listen, raw)
 	if r.status != http.StatusOK {
 		t.Fatalf("status = %d %q; want 200", r.status, truncate(r.body))
 	}
@@ -404,7 +404,7 @@ func TestSpoofedHeadersNeverReachUpstream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake.ResetRequests()
-			r := rawRequest(t, p.listen, "GET "+graphqlPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n"+tc.lines+"Connection: close\r\n\r\n")
+			r := rawRequest(t, p.Listen, "GET "+graphqlPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n"+tc.lines+"Connection: close\r\n\r\n")
 			reqs := fake.Requests()
 			t.Logf("status %d; forwarded %d", r.status, len(reqs))
 			for _, req := range reqs {
@@ -436,7 +436,7 @@ func TestSlowlorisHeadersAreCut(t *testing.T) {
 	p := startBinary(t, proxyEnv(fake, nil, fake.NewPAT()))
 	waitReady(t, p)
 
-	c, err := net.Dial("tcp", p.listen)
+	c, err := net.Dial("tcp", p.Listen)
 	if err != nil {
 		t.Fatal(err)
 	}

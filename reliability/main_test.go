@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -12,8 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +20,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/dxtra-ai/dxtra-proxy/internal/e2etest"
 
 	"github.com/dxtra-ai/dxtra-proxy/dxtratest"
 )
@@ -44,25 +43,14 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	dir, err := os.MkdirTemp("", "dxtra-proxy-reliability")
+	bin, cleanup, err := e2etest.Build(raceEnabled)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "dxtra-proxy")
-	args := []string{"build", "-o", binPath}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "github.com/dxtra-ai/dxtra-proxy/cmd/dxtra-proxy")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building dxtra-proxy:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binPath = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -77,154 +65,21 @@ const (
 	graphqlQuery = `{"query":"{ dataControllers { id title } }"}`
 )
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a running dxtra-proxy binary.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stderr syncBuffer
-	listen string // proxy address from the start-up log line
-	admin  string // admin address from the start-up log line
-	done   chan struct{}
-	err    error // Wait's result, valid after done is closed
-}
+type proc = e2etest.Proc
 
-// baseEnv is the environment of every proxy: none of the developer's DXTRA_*
-// settings, ephemeral loopback ports, and the given variables.
-func baseEnv(extra map[string]string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DXTRA_") {
-			env = append(env, kv)
-		}
-	}
-	vars := map[string]string{
-		"DXTRA_LISTEN_ADDR": "127.0.0.1:0",
-		"DXTRA_ADMIN_ADDR":  "127.0.0.1:0",
-		"DXTRA_LOG_LEVEL":   "info",
-	}
-	for k, v := range extra {
-		vars[k] = v
-	}
-	for k, v := range vars {
-		env = append(env, k+"="+v)
-	}
-	return env
-}
-
-// startBinary starts the proxy and waits for its start-up log line, which carries
-// the actual listener addresses. The process is killed at the end of the test if it
-// is still running.
+// startBinary starts the proxy and waits until it serves; it is killed at the
+// end of the test if it still runs.
 func startBinary(t *testing.T, env map[string]string) *proc {
 	t.Helper()
-	p := &proc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath)
-	p.cmd.Env = baseEnv(env)
-	pr, pw := io.Pipe()
-	p.cmd.Stderr = pw
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		once := false
-		for sc.Scan() {
-			line := sc.Text()
-			p.stderr.Write([]byte(line + "\n"))
-			if !once && strings.Contains(line, `"dxtra-proxy starting"`) {
-				var l struct{ Listen, Admin string }
-				if json.Unmarshal([]byte(line), &l) == nil {
-					p.listen, p.admin = l.Listen, l.Admin
-					once = true
-					close(started)
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", p.stderr.String())
-		}
-	})
-	select {
-	case <-started:
-	case <-p.done:
-		t.Fatalf("dxtra-proxy exited before serving: %v\nstderr:\n%s", p.err, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("dxtra-proxy did not start\nstderr:\n%s", p.stderr.String())
-	}
-	return p
+	return e2etest.Start(t, binPath, env)
 }
 
-// url returns the proxy URL for path.
-func (p *proc) url(path string) string { return "http://" + p.listen + path }
-
-// fds counts the process's open file descriptors.
-func (p *proc) fds() int {
-	p.t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
-	if err != nil {
-		p.t.Fatalf("reading the proxy's fds: %v", err)
-	}
-	return len(ents)
-}
-
-// eventually polls cond until it holds or the deadline passes. Used only where the
-// state lives in another process, behind a socket.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// consistently polls cond for the whole window and fails as soon as it does not hold:
-// the way to observe that something does NOT happen in another process.
-func consistently(t *testing.T, window time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(window)
-	for time.Now().Before(deadline) {
-		if !cond() {
-			t.Fatalf("%s stopped holding within %s", what, window)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// eventually and consistently poll state that lives in the proxy process.
+var (
+	eventually   = e2etest.Eventually
+	consistently = e2etest.Consistently
+)
 
 // newClient returns an HTTP client for talking to the proxy whose idle connections are
 // closed when the test ends.
@@ -276,7 +131,7 @@ func readyz(admin string) (int, string) {
 func waitReady(t *testing.T, p *proc) {
 	t.Helper()
 	eventually(t, 20*time.Second, "/readyz to say ready", func() bool {
-		s, _ := readyz(p.admin)
+		s, _ := readyz(p.Admin)
 		return s == 200
 	})
 }
@@ -473,7 +328,7 @@ func truncate(s string) string {
 // queryOnce POSTs graphqlQuery through the proxy and reports anything but a 200 with
 // the expected data as an error.
 func queryOnce(ctx context.Context, c *http.Client, p *proc) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url(graphqlPath), strings.NewReader(graphqlQuery))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL(graphqlPath), strings.NewReader(graphqlQuery))
 	if err != nil {
 		return err
 	}

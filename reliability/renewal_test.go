@@ -22,7 +22,7 @@ func TestRenewalUnderLoad(t *testing.T) {
 	p := startBinary(t, proxyEnv(fake, nil, fake.NewPAT()))
 	waitReady(t, p)
 
-	before := scrape(t, p.admin)
+	before := scrape(t, p.Admin)
 	tokenCalls0, patCalls0 := fake.Calls(dxtratest.TokenRefresh), fake.Calls(dxtratest.SignInPAT)
 	apiCalls0 := fake.Calls(dxtratest.GraphQL)
 	fake.ResetRequests()
@@ -73,7 +73,7 @@ func TestRenewalUnderLoad(t *testing.T) {
 		t.Errorf("only %d distinct tokens reached the upstream across %d renewals; renewed tokens are not used", len(tokens), renewals)
 	}
 
-	after := scrape(t, p.admin)
+	after := scrape(t, p.Admin)
 	delta := func(labels ...string) float64 {
 		return after.get("dxtra_proxy_token_renewals_total", labels...) - before.get("dxtra_proxy_token_renewals_total", labels...)
 	}
@@ -152,7 +152,7 @@ func TestRevokedAccessTokenMidLoad(t *testing.T) {
 			if rejected == 0 {
 				t.Fatalf("no request carried the revoked token: the scenario did not happen")
 			}
-			m := scrape(t, p.admin)
+			m := scrape(t, p.Admin)
 			if got := m.get("dxtra_proxy_upstream_retries_total", tc.reason); got != float64(rejected) {
 				t.Errorf("dxtra_proxy_upstream_retries_total{%s} = %v; want %d (one replay per rejected request)", tc.reason, got, rejected)
 			}

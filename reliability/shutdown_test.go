@@ -50,9 +50,9 @@ func TestShutdownUnderLoad(t *testing.T) {
 		o := outcome{id: fmt.Sprint(nextID.Add(1)), start: time.Now()}
 		var req *http.Request
 		if stream {
-			req, _ = http.NewRequest(http.MethodGet, p.url("/stream?chunks=4&interval=50ms&id="+o.id), nil)
+			req, _ = http.NewRequest(http.MethodGet, p.URL("/stream?chunks=4&interval=50ms&id="+o.id), nil)
 		} else {
-			req, _ = http.NewRequest(http.MethodPost, p.url(graphqlPath+"?id="+o.id), strings.NewReader(graphqlQuery))
+			req, _ = http.NewRequest(http.MethodPost, p.URL(graphqlPath+"?id="+o.id), strings.NewReader(graphqlQuery))
 			req.Header.Set("Content-Type", "application/json")
 		}
 		resp, err := c.Do(req)
@@ -91,7 +91,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 				}
 				// The listener is gone once a dial is refused; the process may be too.
 				select {
-				case <-p.done:
+				case <-p.Done():
 					return
 				default:
 				}
@@ -104,13 +104,13 @@ func TestShutdownUnderLoad(t *testing.T) {
 
 	eventually(t, 20*time.Second, "300 completed requests before SIGTERM", func() bool { return ok.Load() >= 300 })
 	sigterm := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	var exitCode int
 	select {
-	case <-p.done:
-		exitCode = p.cmd.ProcessState.ExitCode()
+	case <-p.Done():
+		exitCode = p.Cmd.ProcessState.ExitCode()
 	case <-time.After(shutdownTimeout + 5*time.Second):
 		t.Fatalf("still running %s after SIGTERM", shutdownTimeout+5*time.Second)
 	}

@@ -178,10 +178,10 @@ func send(c *http.Client, method, url, body string) result {
 // stillHealthy checks that the proxy serves /ok and /healthz after a fault.
 func stillHealthy(t *testing.T, c *http.Client, p *proc) {
 	t.Helper()
-	if r := send(c, http.MethodGet, p.url("/ok"), ""); r.err != nil || r.status != http.StatusOK || r.body != okBody {
+	if r := send(c, http.MethodGet, p.URL("/ok"), ""); r.err != nil || r.status != http.StatusOK || r.body != okBody {
 		t.Errorf("GET /ok after the fault = %d %q %v; want 200 %s", r.status, r.body, r.err, okBody)
 	}
-	if r := send(c, http.MethodGet, "http://"+p.admin+"/healthz", ""); r.status != http.StatusOK {
+	if r := send(c, http.MethodGet, "http://"+p.Admin+"/healthz", ""); r.status != http.StatusOK {
 		t.Errorf("/healthz after the fault = %d %v; want 200", r.status, r.err)
 	}
 }
@@ -195,7 +195,7 @@ func TestUpstreamConnectionRefused(t *testing.T) {
 	waitReady(t, p)
 	c, _ := newClient(t, true)
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
-		r := send(c, method, p.url(graphqlPath), graphqlQuery)
+		r := send(c, method, p.URL(graphqlPath), graphqlQuery)
 		if r.err != nil || r.status != http.StatusBadGateway || errorCode(r.body) != "upstream-unreachable" {
 			t.Errorf("%s with the upstream refusing connections = %d %q %v; want 502 upstream-unreachable", method, r.status, r.body, r.err)
 		}
@@ -203,7 +203,7 @@ func TestUpstreamConnectionRefused(t *testing.T) {
 			t.Errorf("the 502 took %s; want it promptly", r.took)
 		}
 	}
-	if r := send(c, http.MethodGet, "http://"+p.admin+"/healthz", ""); r.status != http.StatusOK {
+	if r := send(c, http.MethodGet, "http://"+p.Admin+"/healthz", ""); r.status != http.StatusOK {
 		t.Errorf("/healthz = %d; want 200", r.status)
 	}
 }
@@ -218,7 +218,7 @@ func TestUpstreamResetMidResponse(t *testing.T) {
 	c, _ := newClient(t, true)
 	for _, path := range []string{"/truncate-cl", "/truncate-chunked", "/reset"} {
 		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
-			r := send(c, http.MethodGet, p.url(path), "")
+			r := send(c, http.MethodGet, p.URL(path), "")
 			t.Logf("GET %s: status %d, %d body bytes, err %v, after %s", path, r.status, len(r.body), r.err, r.took.Round(time.Millisecond))
 			switch {
 			case r.err == nil && r.status == http.StatusOK:
@@ -243,7 +243,7 @@ func TestUpstreamSlowHeadersTimeout(t *testing.T) {
 	p, _ := startFaultProxy(t)
 	c, _ := newClient(t, true)
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
-		r := send(c, method, p.url("/slow-headers"), graphqlQuery)
+		r := send(c, method, p.URL("/slow-headers"), graphqlQuery)
 		if r.err != nil || r.status != http.StatusGatewayTimeout || errorCode(r.body) != "upstream-timeout" {
 			t.Errorf("%s /slow-headers = %d %q %v; want 504 upstream-timeout", method, r.status, r.body, r.err)
 		}
@@ -262,7 +262,7 @@ func TestUpstreamKeepAliveClosedWhileIdle(t *testing.T) {
 	p, up := startFaultProxy(t)
 	c, _ := newClient(t, true)
 	for i := range 5 {
-		if r := send(c, http.MethodGet, p.url("/close-idle"), ""); r.err != nil || r.status != http.StatusOK {
+		if r := send(c, http.MethodGet, p.URL("/close-idle"), ""); r.err != nil || r.status != http.StatusOK {
 			t.Fatalf("GET /close-idle = %d %v; want 200", r.status, r.err)
 		}
 		select {
@@ -270,7 +270,7 @@ func TestUpstreamKeepAliveClosedWhileIdle(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("round %d: the proxy never closed its end of the connection the upstream closed", i)
 		}
-		if r := send(c, http.MethodPost, p.url("/ok"), graphqlQuery); r.err != nil || r.status != http.StatusOK || r.body != okBody {
+		if r := send(c, http.MethodPost, p.URL("/ok"), graphqlQuery); r.err != nil || r.status != http.StatusOK || r.body != okBody {
 			t.Errorf("round %d: POST after the upstream closed the idle connection = %d %q %v; want 200", i, r.status, r.body, r.err)
 		}
 	}
@@ -293,10 +293,10 @@ func TestUpstreamKeepAliveClosedAsRequestArrives(t *testing.T) {
 			crossings0 := up.crossings.Load()
 			failed := 0
 			for i := range rounds {
-				if r := send(c, http.MethodGet, p.url("/close-on-next"), ""); r.err != nil || r.status != http.StatusOK {
+				if r := send(c, http.MethodGet, p.URL("/close-on-next"), ""); r.err != nil || r.status != http.StatusOK {
 					t.Fatalf("GET /close-on-next = %d %v; want 200", r.status, r.err)
 				}
-				r := send(c, method, p.url("/ok"), graphqlQuery)
+				r := send(c, method, p.URL("/ok"), graphqlQuery)
 				if r.err != nil || r.status != http.StatusOK || r.body != okBody {
 					failed++
 					t.Errorf("round %d: %s on a connection the upstream closed as the request arrived = %d %q %v; want 200", i, method, r.status, strings.TrimSpace(r.body), r.err)
@@ -323,11 +323,11 @@ func TestUpstreamFaultsLeakNothing(t *testing.T) {
 	counts := func() (goroutines, fds int) {
 		tr.CloseIdleConnections()
 		up.closeAll()
-		return int(scrape(t, p.admin).get("go_goroutines")), p.fds()
+		return int(scrape(t, p.Admin).get("go_goroutines")), p.FDs()
 	}
 
 	for range 5 {
-		send(c, http.MethodGet, p.url("/ok"), "")
+		send(c, http.MethodGet, p.URL("/ok"), "")
 	}
 	// The baseline: the lowest counts over a second once idle connections are gone.
 	g0, f0 := counts()
@@ -341,23 +341,23 @@ func TestUpstreamFaultsLeakNothing(t *testing.T) {
 	var wg sync.WaitGroup
 	for range rounds {
 		for _, path := range []string{"/truncate-cl", "/truncate-chunked", "/reset", "/close-idle"} {
-			wg.Go(func() { send(c, http.MethodGet, p.url(path), "") })
+			wg.Go(func() { send(c, http.MethodGet, p.URL(path), "") })
 		}
 		wg.Go(func() {
-			send(c, http.MethodGet, p.url("/close-on-next"), "")
-			send(c, http.MethodPost, p.url("/ok"), graphqlQuery)
+			send(c, http.MethodGet, p.URL("/close-on-next"), "")
+			send(c, http.MethodPost, p.URL("/ok"), graphqlQuery)
 		})
-		wg.Go(func() { send(c, http.MethodPost, p.url(graphqlPath), graphqlQuery) })
+		wg.Go(func() { send(c, http.MethodPost, p.URL(graphqlPath), graphqlQuery) })
 		for range 4 {
-			wg.Go(func() { send(c, http.MethodPost, p.url("/ok"), graphqlQuery) })
+			wg.Go(func() { send(c, http.MethodPost, p.URL("/ok"), graphqlQuery) })
 		}
 	}
 	for range 3 {
-		wg.Go(func() { send(c, http.MethodPost, p.url("/slow-headers"), graphqlQuery) })
+		wg.Go(func() { send(c, http.MethodPost, p.URL("/slow-headers"), graphqlQuery) })
 	}
 	// A client that hangs up mid-wait.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url("/slow-headers"), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL("/slow-headers"), nil)
 	if resp, err := c.Do(req); err == nil {
 		resp.Body.Close()
 	}

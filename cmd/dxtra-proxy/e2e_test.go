@@ -43,7 +43,7 @@ func TestServeForwardsWithToken(t *testing.T) {
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT()))
 	waitReady(t, p)
 
-	status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery,
+	status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery,
 		map[string]string{"Content-Type": "application/json"})
 	if status != 200 || !strings.Contains(body, `"dataControllers"`) {
 		t.Fatalf("POST /v1/graphql = %d %s; want 200 with data", status, body)
@@ -57,11 +57,11 @@ func TestServeForwardsWithToken(t *testing.T) {
 func TestDemoAnswersThePrintedCurlLine(t *testing.T) {
 	p := startBinary(t, map[string]string{}, "demo")
 	eventually(t, 10*time.Second, "the curl line on stdout", func() bool {
-		return strings.Contains(p.stdout.String(), "curl ")
+		return strings.Contains(p.Stdout.String(), "curl ")
 	})
-	m := regexp.MustCompile(`curl -s (http://\S+) -H '([^:]+): ([^']+)' -d '([^']+)'`).FindStringSubmatch(p.stdout.String())
+	m := regexp.MustCompile(`curl -s (http://\S+) -H '([^:]+): ([^']+)' -d '([^']+)'`).FindStringSubmatch(p.Stdout.String())
 	if m == nil {
-		t.Fatalf("no curl line in stdout:\n%s", p.stdout.String())
+		t.Fatalf("no curl line in stdout:\n%s", p.Stdout.String())
 	}
 	// README's "Try it" shows this output for the default address.
 	readme, err := os.ReadFile(readmePath)
@@ -72,7 +72,7 @@ func TestDemoAnswersThePrintedCurlLine(t *testing.T) {
 	if shown == nil {
 		t.Fatalf("README has no demo output block after \"prints\"")
 	}
-	if got := strings.ReplaceAll(p.stdout.String(), p.listen, "127.0.0.1:8080"); got != string(shown[1]) {
+	if got := strings.ReplaceAll(p.Stdout.String(), p.Listen, "127.0.0.1:8080"); got != string(shown[1]) {
 		t.Errorf("demo printed\n%s\nREADME shows\n%s", got, shown[1])
 	}
 	waitReady(t, p)
@@ -80,8 +80,8 @@ func TestDemoAnswersThePrintedCurlLine(t *testing.T) {
 	if status != 200 || !strings.Contains(body, `"dataControllers"`) {
 		t.Fatalf("the printed curl line got %d %s; want 200 with dataControllers", status, body)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(10 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("demo exit code after SIGTERM = %d; want 0", code)
 	}
 }
@@ -123,14 +123,14 @@ func TestHealthcheck(t *testing.T) {
 	fake.RevokePAT(revoked)
 	bad := startBinary(t, proxyEnv(fake, "DXTRA_PAT", revoked))
 
-	if _, stderr, code := runBinary(t, map[string]string{"DXTRA_ADMIN_ADDR": good.admin}, "healthcheck"); code != 0 {
+	if _, stderr, code := runBinary(t, map[string]string{"DXTRA_ADMIN_ADDR": good.Admin}, "healthcheck"); code != 0 {
 		t.Errorf("healthcheck of a ready proxy: exit %d (%s); want 0", code, stderr)
 	}
-	if _, _, code := runBinary(t, nil, "healthcheck", "-addr", good.admin); code != 0 {
+	if _, _, code := runBinary(t, nil, "healthcheck", "-addr", good.Admin); code != 0 {
 		t.Errorf("healthcheck -addr of a ready proxy: exit %d; want 0", code)
 	}
 	eventually(t, 10*time.Second, "the refused PAT to show in /readyz", func() bool {
-		resp, err := http.Get("http://" + bad.admin + "/readyz")
+		resp, err := http.Get("http://" + bad.Admin + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -139,7 +139,7 @@ func TestHealthcheck(t *testing.T) {
 		n, _ := resp.Body.Read(b)
 		return resp.StatusCode == 503 && strings.Contains(string(b[:n]), "invalid-pat")
 	})
-	if _, stderr, code := runBinary(t, map[string]string{"DXTRA_ADMIN_ADDR": bad.admin}, "healthcheck"); code != 1 || !strings.Contains(stderr, "invalid-pat") {
+	if _, stderr, code := runBinary(t, map[string]string{"DXTRA_ADMIN_ADDR": bad.Admin}, "healthcheck"); code != 1 || !strings.Contains(stderr, "invalid-pat") {
 		t.Errorf("healthcheck of a proxy with a refused PAT: exit %d (%s); want 1 and the reason", code, stderr)
 	}
 	if _, _, code := runBinary(t, map[string]string{"DXTRA_ADMIN_ADDR": "127.0.0.1:1"}, "healthcheck"); code != 1 {
@@ -176,17 +176,17 @@ func TestPATFileRotation(t *testing.T) {
 	// The old PAT is now dead (and with it, as a test knob, the refresh
 	// tokens issued from it): the proxy keeps working only if it switched.
 	fake.RevokePAT(oldPAT)
-	if !strings.Contains(p.stderr.String(), "pat file changed") {
+	if !strings.Contains(p.Stderr.String(), "pat file changed") {
 		t.Errorf("no log line about the PAT change")
 	}
-	if strings.Contains(p.stderr.String(), newPAT) || strings.Contains(p.stderr.String(), oldPAT) {
+	if strings.Contains(p.Stderr.String(), newPAT) || strings.Contains(p.Stderr.String(), oldPAT) {
 		t.Fatalf("a PAT appears in the log")
 	}
-	status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil)
+	status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, nil)
 	if status != 200 {
 		t.Fatalf("after rotation: %d %s; want 200", status, body)
 	}
-	if readyStatus(t, p.admin) != 200 {
+	if readyStatus(t, p.Admin) != 200 {
 		t.Fatalf("not ready after rotation")
 	}
 }
@@ -202,7 +202,7 @@ func TestSIGTERMLetsInFlightRequestFinish(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		resp, err := http.Get("http://" + p.listen + "/slow?delay=1500ms")
+		resp, err := http.Get("http://" + p.Listen + "/slow?delay=1500ms")
 		if err != nil {
 			res <- result{0, err.Error()}
 			return
@@ -224,12 +224,12 @@ func TestSIGTERMLetsInFlightRequestFinish(t *testing.T) {
 		}
 		return false
 	})
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	r := <-res
 	if r.status != 200 {
 		t.Fatalf("in-flight request during shutdown: %d %q; want 200", r.status, r.body)
 	}
-	if code := p.wait(15 * time.Second); code != 0 {
+	if code := p.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit code = %d; want 0", code)
 	}
 }
@@ -238,13 +238,13 @@ func TestShutdownDelayKeepsServing(t *testing.T) {
 	fake := newFake(t, dxtratest.Options{})
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_SHUTDOWN_DELAY", "3s"))
 	waitReady(t, p)
-	p.signal(syscall.SIGTERM)
-	eventually(t, 2*time.Second, "/readyz to turn 503", func() bool { return readyStatus(t, p.admin) == 503 })
-	status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil)
+	p.Signal(syscall.SIGTERM)
+	eventually(t, 2*time.Second, "/readyz to turn 503", func() bool { return readyStatus(t, p.Admin) == 503 })
+	status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, nil)
 	if status != 200 {
 		t.Fatalf("request during SHUTDOWN_DELAY: %d %s; want 200", status, body)
 	}
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code = %d; want 0", code)
 	}
 }
@@ -259,8 +259,8 @@ func TestUnixSocketListener(t *testing.T) {
 	if status != 200 || !strings.Contains(body, "dataControllers") {
 		t.Fatalf("over the Unix socket: %d %s; want 200 with data", status, body)
 	}
-	p.signal(syscall.SIGINT)
-	if code := p.wait(10 * time.Second); code != 0 {
+	p.Signal(syscall.SIGINT)
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code = %d; want 0", code)
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
@@ -272,18 +272,18 @@ func TestQuitQuitQuit(t *testing.T) {
 	fake := newFake(t, dxtratest.Options{})
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_ENABLE_QUIT", "true"))
 	waitReady(t, p)
-	if status, _ := do(t, http.DefaultClient, "POST", "http://"+p.admin+"/quitquitquit", "", map[string]string{"Origin": "https://evil.example"}); status != 403 {
+	if status, _ := do(t, http.DefaultClient, "POST", "http://"+p.Admin+"/quitquitquit", "", map[string]string{"Origin": "https://evil.example"}); status != 403 {
 		t.Fatalf("quitquitquit with Origin = %d; want 403", status)
 	}
-	if status, _ := do(t, http.DefaultClient, "POST", "http://"+p.admin+"/quitquitquit", "", nil); status != 200 {
+	if status, _ := do(t, http.DefaultClient, "POST", "http://"+p.Admin+"/quitquitquit", "", nil); status != 200 {
 		t.Fatalf("quitquitquit = %d; want 200", status)
 	}
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code = %d; want 0", code)
 	}
 
 	q := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT()))
-	if status, _ := do(t, http.DefaultClient, "POST", "http://"+q.admin+"/quitquitquit", "", nil); status != 404 && status != 405 {
+	if status, _ := do(t, http.DefaultClient, "POST", "http://"+q.Admin+"/quitquitquit", "", nil); status != 404 && status != 405 {
 		t.Fatalf("quitquitquit when not enabled = %d; want 404/405", status)
 	}
 }
@@ -292,7 +292,7 @@ func TestReadinessNamesAMissingRole(t *testing.T) {
 	fake := newFake(t, dxtratest.Options{Roles: []string{"user", "me"}})
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_ROLE", "analyst"))
 	eventually(t, 10*time.Second, "/readyz to name the missing role", func() bool {
-		status, body := do(t, http.DefaultClient, "GET", "http://"+p.admin+"/readyz", "", nil)
+		status, body := do(t, http.DefaultClient, "GET", "http://"+p.Admin+"/readyz", "", nil)
 		return status == 503 && strings.Contains(body, `"analyst"`)
 	})
 }
@@ -301,7 +301,7 @@ func TestBareAuthPrefix(t *testing.T) {
 	fake := newFake(t, dxtratest.Options{BarePrefix: true})
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT(), "DXTRA_AUTH_API_PREFIX", ""))
 	waitReady(t, p)
-	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
+	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
 		t.Fatalf("with an empty DXTRA_AUTH_API_PREFIX: %d %s; want 200", status, body)
 	}
 }
@@ -309,7 +309,7 @@ func TestBareAuthPrefix(t *testing.T) {
 func TestOptionsStarIsRefused(t *testing.T) {
 	fake := newFake(t, dxtratest.Options{})
 	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT()))
-	conn, err := net.Dial("tcp", p.listen)
+	conn, err := net.Dial("tcp", p.Listen)
 	if err != nil {
 		t.Fatal(err)
 	}

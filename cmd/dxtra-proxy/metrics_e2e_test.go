@@ -68,14 +68,14 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	waitReady(t, p)
 
 	for range 3 {
-		if status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
+		if status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
 			t.Fatalf("POST: %d %s", status, body)
 		}
 	}
-	if status, _ := do(t, http.DefaultClient, "GET", "http://"+p.listen+"/v1/graphql", "", map[string]string{"X-Hasura-Role": "admin"}); status != 403 {
+	if status, _ := do(t, http.DefaultClient, "GET", "http://"+p.Listen+"/v1/graphql", "", map[string]string{"X-Hasura-Role": "admin"}); status != 403 {
 		t.Fatalf("disallowed role: %d; want 403", status)
 	}
-	m := scrape(t, p.admin)
+	m := scrape(t, p.Admin)
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -106,17 +106,17 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	// The API rejects the current token once: one retry counted.
 	reqs := fake.Requests()
 	fake.RevokeAccessToken(strings.TrimPrefix(reqs[len(reqs)-1].Header.Get("Authorization"), "Bearer "))
-	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
+	if status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, nil); status != 200 {
 		t.Fatalf("after revocation: %d %s", status, body)
 	}
-	m = scrape(t, p.admin)
+	m = scrape(t, p.Admin)
 	if got := value(m, "dxtra_proxy_upstream_retries_total", "reason=invalid_jwt"); got != 1 {
 		t.Errorf(`upstream_retries_total{reason="invalid_jwt"} = %v; want 1`, got)
 	}
 
 	// A background renewal moves the expiry gauge forward.
 	eventually(t, 10*time.Second, "the expiry gauge to move forward", func() bool {
-		m = scrape(t, p.admin)
+		m = scrape(t, p.Admin)
 		return value(m, "dxtra_proxy_token_expiry_timestamp_seconds") > expiry
 	})
 	if got := value(m, "dxtra_proxy_token_renewals_total", "grant=refresh_token", "result=success"); got < 1 {

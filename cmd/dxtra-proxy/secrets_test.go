@@ -91,7 +91,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	waitReady(t, p)
 	var outputs []string // every body a client or scraper saw
 	post := func(hdr map[string]string) (int, string) {
-		status, body := do(t, http.DefaultClient, "POST", "http://"+p.listen+"/v1/graphql", graphqlQuery, hdr)
+		status, body := do(t, http.DefaultClient, "POST", "http://"+p.Listen+"/v1/graphql", graphqlQuery, hdr)
 		outputs = append(outputs, body)
 		return status, body
 	}
@@ -128,11 +128,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Errorf("request with spoofed credentials: status %d; want 200", status)
 	}
 	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
-		_, body := do(t, http.DefaultClient, "GET", "http://"+p.admin+path, "", nil)
+		_, body := do(t, http.DefaultClient, "GET", "http://"+p.Admin+path, "", nil)
 		outputs = append(outputs, body)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(15 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit code %d; want 0", code)
 	}
 
@@ -149,14 +149,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if kinds["accessToken"] < 4 || kinds["refreshToken"] < 4 {
 		t.Fatalf("only %v secrets were issued; the scenario did not drive enough renewals to mean anything", kinds)
 	}
-	everything := strings.Join(append(outputs, p.stdout.String(), p.stderr.String()), "\n")
+	everything := strings.Join(append(outputs, p.Stdout.String(), p.Stderr.String()), "\n")
 	for v, kind := range secrets {
 		if strings.Contains(everything, v) {
 			t.Errorf("a %s appears in the output", kind)
 		}
 	}
 	// Fingerprints are what the log shows instead.
-	if !strings.Contains(p.stderr.String(), `"token":"sha256:`) {
+	if !strings.Contains(p.Stderr.String(), `"token":"sha256:`) {
 		t.Errorf("the log shows no token fingerprints; want sha256:… on renewals")
 	}
 	t.Logf("checked %d secrets (%v) against %d bytes of output", len(secrets), kinds, len(everything))

@@ -58,7 +58,7 @@ func TestWebSocketSubscriptionThroughTheBinary(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+p.listen+"/v1/graphql",
+	c, _, err := websocket.Dial(ctx, "ws://"+p.Listen+"/v1/graphql",
 		&websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
 	if err != nil {
 		t.Fatalf("dial the proxy: %v", err)
@@ -78,14 +78,14 @@ func TestWebSocketSubscriptionThroughTheBinary(t *testing.T) {
 			t.Fatalf("subscription message %+v, %v; want next with a tick", m, err)
 		}
 	}
-	if g := value(scrape(t, p.admin), "dxtra_proxy_websocket_connections"); g != 1 {
+	if g := value(scrape(t, p.Admin), "dxtra_proxy_websocket_connections"); g != 1 {
 		t.Errorf("dxtra_proxy_websocket_connections = %v while subscribed; want 1", g)
 	}
 	if s := fake.WSSessions(); len(s) != 1 || !s[0].Authenticated || s[0].UpgradeAuthorization {
 		t.Errorf("upstream sessions %+v; want one, authenticated through connection_init only", s)
 	}
 
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	var ce websocket.CloseError
 	for {
 		_, err := wsNext(ctx, t, c)
@@ -100,7 +100,7 @@ func TestWebSocketSubscriptionThroughTheBinary(t *testing.T) {
 	if ce.Code != websocket.StatusGoingAway {
 		t.Errorf("close at SIGTERM = %v; want 1001", ce)
 	}
-	if code := p.wait(15 * time.Second); code != 0 {
+	if code := p.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d; want 0", code)
 	}
 }
@@ -121,7 +121,7 @@ func TestExampleSubscribeWatchesTheDemo(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-url", "ws://"+p.listen+"/v1/graphql", "-n", "2")
+	cmd := exec.CommandContext(ctx, bin, "-url", "ws://"+p.Listen+"/v1/graphql", "-n", "2")
 	cmd.Env = os.Environ()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -132,8 +132,8 @@ func TestExampleSubscribeWatchesTheDemo(t *testing.T) {
 	if !want.MatchString(stdout.String()) {
 		t.Errorf("examples/subscribe printed %q; want two ticks", stdout.String())
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(15 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("demo exit code after SIGTERM = %d; want 0", code)
 	}
 }

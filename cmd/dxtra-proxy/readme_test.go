@@ -46,26 +46,31 @@ func replaceSection(doc, name, body string) (string, bool) {
 	return doc[:i+len(begin)] + body + doc[j:], true
 }
 
-func TestReadmeConfigTableMatchesSpec(t *testing.T) {
+// checkSection fails unless README's generated section name holds exactly
+// body; with -update-readme it rewrites the section instead.
+func checkSection(t *testing.T, name, body, what string) {
+	t.Helper()
 	raw, err := os.ReadFile(readmePath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := string(raw)
-	want, ok := replaceSection(doc, "config", configTable())
-	if !ok {
-		t.Fatalf("README.md has no <!-- BEGIN config --> ... <!-- END config --> section")
-	}
-	if want == doc {
-		return
-	}
-	if *updateReadme {
+	want, ok := replaceSection(doc, name, body)
+	switch {
+	case !ok:
+		t.Fatalf("README.md has no <!-- BEGIN %s --> ... <!-- END %[1]s --> section", name)
+	case want == doc:
+	case *updateReadme:
 		if err := os.WriteFile(readmePath, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return
+	default:
+		t.Errorf("README.md's %s; run\n\tgo test ./cmd/dxtra-proxy -run TestReadme -update-readme\nwant:\n%s", what, body)
 	}
-	t.Errorf("README.md's configuration table differs from the envconfig spec; run\n\tgo test ./cmd/dxtra-proxy -run TestReadme -update-readme\nwant:\n%s", configTable())
+}
+
+func TestReadmeConfigTableMatchesSpec(t *testing.T) {
+	checkSection(t, "config", configTable(), "configuration table differs from the envconfig spec")
 }
 
 // TestReadmeStartsWithTheTwoCommands keeps README's promise to newcomers: the
@@ -105,23 +110,5 @@ func TestReadmeAlertsMatchFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(raw)
-	want, ok := replaceSection(doc, "alerts", "```yaml\n"+string(rules)+"```\n")
-	if !ok {
-		t.Fatalf("README.md has no <!-- BEGIN alerts --> ... <!-- END alerts --> section")
-	}
-	if want == doc {
-		return
-	}
-	if *updateReadme {
-		if err := os.WriteFile(readmePath, []byte(want), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	t.Errorf("README.md's alert rules differ from deploy/prometheus/alerts.yaml; run\n\tgo test ./cmd/dxtra-proxy -run TestReadme -update-readme")
+	checkSection(t, "alerts", "```yaml\n"+string(rules)+"```\n", "alert rules differ from deploy/prometheus/alerts.yaml")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -327,5 +328,46 @@ func TestOptionsStarIsRefused(t *testing.T) {
 	}
 	if n := len(fake.Requests()); n != 0 {
 		t.Fatalf("upstream saw %d requests; want none", n)
+	}
+}
+
+// TestShutdownServesAConnectionAcceptedBeforeTheListenerClosed: a client that
+// connected just before shutdown but whose request arrives after the listener
+// closed still gets its answer (net/http's Shutdown alone drops a request it
+// reads after shutdown began).
+func TestShutdownServesAConnectionAcceptedBeforeTheListenerClosed(t *testing.T) {
+	fake := newFake(t, dxtratest.Options{})
+	p := startBinary(t, proxyEnv(fake, "DXTRA_PAT", fake.NewPAT()))
+	waitReady(t, p)
+	conn, err := net.Dial("tcp", p.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p.Signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", p.Listen)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	req := "POST /v1/graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(graphqlQuery)) + "\r\n\r\n" + graphqlQuery
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("request sent on a connection accepted before the listener closed: %v; want an answer", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "dataControllers") {
+		t.Fatalf("got %d %s; want 200 with data", resp.StatusCode, body)
+	}
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code = %d; want 0", code)
 	}
 }

@@ -113,6 +113,71 @@ func (f *inflight) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.next.ServeHTTP(w, r)
 }
 
+// freshConns tracks connections that were accepted but have not delivered a
+// request yet (http.StateNew). net/http drops a request it reads once Shutdown
+// has begun, so shutdown closes the listener first and lets these connections
+// deliver theirs before it calls Shutdown. Safe for concurrent use; on the
+// request path it costs one atomic load per connection state change.
+type freshConns struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	none  chan struct{} // closed when n drops to 0, if someone waits
+}
+
+// connState is the http.Server ConnState hook.
+func (f *freshConns) connState(c net.Conn, s http.ConnState) {
+	if s != http.StateNew && f.n.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s == http.StateNew {
+		if f.conns == nil {
+			f.conns = make(map[net.Conn]struct{})
+		}
+		f.conns[c] = struct{}{}
+		f.n.Add(1)
+		return
+	}
+	if _, ok := f.conns[c]; !ok {
+		return
+	}
+	delete(f.conns, c)
+	if f.n.Add(-1) == 0 && f.none != nil {
+		close(f.none)
+		f.none = nil
+	}
+}
+
+// wait returns once no accepted connection is still waiting to deliver its
+// first request, or after max (a client that connected and sent nothing, such
+// as a browser's preconnect, must not hold shutdown up), or when ctx ends.
+// Call it only after the listener is closed: no new connection arrives then.
+func (f *freshConns) wait(ctx context.Context, max time.Duration) {
+	f.mu.Lock()
+	if f.n.Load() == 0 {
+		f.mu.Unlock()
+		return
+	}
+	if f.none == nil {
+		f.none = make(chan struct{})
+	}
+	none := f.none
+	f.mu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-none:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// freshConnGrace bounds how long shutdown waits for connections accepted just
+// before the listener closed to deliver their first request.
+const freshConnGrace = time.Second
+
 // program is one running proxy: listeners, token cache and shutdown state.
 type program struct {
 	cfg      *config
@@ -122,6 +187,7 @@ type program struct {
 	metrics  *metrics.Metrics
 	handler  *proxy.Handler
 	inflight *inflight
+	fresh    freshConns
 
 	proxySrv, adminSrv *http.Server
 	proxyLn, adminLn   net.Listener
@@ -202,6 +268,7 @@ func newProgram(cfg *config, log *zap.Logger) (*program, error) {
 		// "OPTIONS *" reaches the handler, which refuses it like any request
 		// that does not name a path, instead of net/http answering 200 itself.
 		DisableGeneralOptionsHandler: true,
+		ConnState:                    p.fresh.connState,
 		ReadHeaderTimeout:            readHeaderTimeout,
 		IdleTimeout:                  idleTimeout,
 		MaxHeaderBytes:               maxHeaderBytes,
@@ -243,7 +310,13 @@ func (p *program) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.cache.Run(loopCtx) })
 	g.Go(func() error { return p.pats.watch(loopCtx, patPollInterval, p.log.Named("pat"), p.cache.PATChanged) })
-	g.Go(func() error { return serveListener(p.proxySrv, p.proxyLn, "DXTRA_LISTEN_ADDR") })
+	g.Go(func() error {
+		err := serveListener(p.proxySrv, p.proxyLn, "DXTRA_LISTEN_ADDR")
+		if errors.Is(err, net.ErrClosed) && p.shuttingDown.Load() {
+			return nil // shutdown closed the listener itself (see shutdown)
+		}
+		return err
+	})
 	g.Go(func() error { return serveListener(p.adminSrv, p.adminLn, "DXTRA_ADMIN_ADDR") })
 	g.Go(func() error {
 		select {
@@ -288,7 +361,12 @@ func (p *program) shutdown() {
 			p.log.Warn("closing websockets", zap.Error(err))
 		}
 	}()
-	if err := p.proxySrv.Shutdown(ctx); err != nil {
+	// Close the listener, let connections accepted before that deliver their
+	// request, and only then shut down: net/http drops a request it reads
+	// after Shutdown began.
+	_ = p.proxyLn.Close()
+	p.fresh.wait(ctx, freshConnGrace)
+	if err := p.proxySrv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
 		p.log.Warn("drain timed out; cutting the requests still running",
 			zap.Int64("requests", p.inflight.n.Load()),
 			zap.Duration("timeout", p.cfg.ShutdownTimeout))

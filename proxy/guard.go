@@ -142,6 +142,11 @@ func NormalizeOrigin(s string) (string, error) {
 			return "", fmt.Errorf("origin %q: invalid character in host", s)
 		}
 	}
+	// An IPv6 host needs brackets in an origin: a bare one ("0:a:443") would be
+	// read as host:port once its default port is dropped.
+	if rest[0] != '[' && strings.Count(rest, ":") > 1 {
+		return "", fmt.Errorf("origin %q: invalid host", s)
+	}
 	if _, ok := hostName(rest); !ok || strings.HasSuffix(rest, ".") || rest[0] == ':' {
 		return "", fmt.Errorf("origin %q: invalid host", s)
 	}

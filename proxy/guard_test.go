@@ -158,6 +158,8 @@ func TestNormalizeOrigin(t *testing.T) {
 		{"1http://a", "", true},
 		{"://a", "", true},
 		{"http://a b", "", true},
+		{"https://0:a:443", "", true}, // bare IPv6-like host: found by FuzzNormalizeOrigin
+		{"http://[::1]:80", "http://[::1]", false},
 	}
 	for _, tt := range tests {
 		got, err := NormalizeOrigin(tt.in)
@@ -168,7 +170,7 @@ func TestNormalizeOrigin(t *testing.T) {
 }
 
 func FuzzNormalizeOrigin(f *testing.F) {
-	for _, s := range []string{"http://localhost:3000", "HTTPS://a.b:443", "null", "http://[::1]:1", "a://b", "http://a/b", "http://a:"} {
+	for _, s := range []string{"http://localhost:3000", "HTTPS://a.b:443", "null", "http://[::1]:1", "a://b", "http://a/b", "http://a:", "https://0:a:443"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -165,7 +165,8 @@ func parseJWTClaims(token string) (jwtClaims, error) {
 	if len(p.Exp) > 0 && p.Exp[0] != '"' { // NumericDate is a JSON number
 		var n json.Number
 		if json.Unmarshal(p.Exp, &n) == nil {
-			if f, err := strconv.ParseFloat(string(n), 64); err == nil && f > 0 && f < 1<<40 {
+			// Below 1 s, a NumericDate would truncate to the epoch itself: no usable exp.
+			if f, err := strconv.ParseFloat(string(n), 64); err == nil && f >= 1 && f < 1<<40 {
 				sec, frac := math.Modf(f)
 				c.Exp = time.Unix(int64(sec), int64(frac*1e9)).UTC()
 			}

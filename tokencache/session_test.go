@@ -150,6 +150,7 @@ func TestParseJWTClaims(t *testing.T) {
 		{name: "no exp", token: makeJWT(t, map[string]any{"sub": "x"}), want: jwtClaims{}},
 		{name: "exp as string is ignored", token: makeJWT(t, map[string]any{"exp": "1700000900"}), want: jwtClaims{}},
 		{name: "negative exp is ignored", token: makeJWT(t, map[string]any{"exp": -1}), want: jwtClaims{}},
+		{name: "sub-second exp is ignored", token: makeJWT(t, map[string]any{"exp": 0.304}), want: jwtClaims{}},
 		{name: "absurd exp is ignored", token: makeJWT(t, map[string]any{"exp": 1e300}), want: jwtClaims{}},
 		{name: "roles not strings", token: makeJWT(t, map[string]any{"exp": exp, hasuraClaimsKey: map[string]any{"x-hasura-allowed-roles": []int{1}}}), want: jwtClaims{Exp: time.Unix(exp, 0).UTC()}},
 		{name: "padded payload", token: "e30." + "eyJleHAiOjE3MDAwMDA5MDB9" + "==" + ".s", want: jwtClaims{Exp: time.Unix(exp, 0).UTC()}},
@@ -182,6 +183,7 @@ func FuzzParseJWTClaims(f *testing.F) {
 	f.Add("a.eyJleHAiOjEuNWUxMH0.c") // {"exp":1.5e10}
 	f.Add("a.eyJodHRwczovL2hhc3VyYS5pby9qd3QvY2xhaW1zIjoie1wieC1oYXN1cmEtYWxsb3dlZC1yb2xlc1wiOltcInVzZXJcIl19In0.c")
 	f.Add("..")
+	f.Add("a.eyJleHAiOjAuMzA0fQ.c") // {"exp":0.304}: found by fuzzing, once read as the epoch
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := parseJWTClaims(token)
 		if err != nil {

@@ -177,9 +177,11 @@ func TestPATFileRotation(t *testing.T) {
 	// The old PAT is now dead (and with it, as a test knob, the refresh
 	// tokens issued from it): the proxy keeps working only if it switched.
 	fake.RevokePAT(oldPAT)
-	if !strings.Contains(p.Stderr.String(), "pat file changed") {
-		t.Errorf("no log line about the PAT change")
-	}
+	// The line is written before the exchange, but reaches p.Stderr through a pipe
+	// and a reader goroutine, which may not have caught up yet.
+	eventually(t, 5*time.Second, "a log line about the PAT change", func() bool {
+		return strings.Contains(p.Stderr.String(), "pat file changed")
+	})
 	if strings.Contains(p.Stderr.String(), newPAT) || strings.Contains(p.Stderr.String(), oldPAT) {
 		t.Fatalf("a PAT appears in the log")
 	}

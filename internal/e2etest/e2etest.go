@@ -110,8 +110,9 @@ func Start(t testing.TB, bin string, env map[string]string, args ...string) *Pro
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
+	started, drained := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		once := false
@@ -132,6 +133,7 @@ func Start(t testing.TB, bin string, env map[string]string, args ...string) *Pro
 	go func() {
 		p.err = p.Cmd.Wait()
 		pw.Close()
+		<-drained // every line the process wrote is in p.Stderr before Done
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -158,7 +160,7 @@ func Start(t testing.TB, bin string, env map[string]string, args ...string) *Pro
 // URL returns the proxy listener's URL for path.
 func (p *Proc) URL(path string) string { return "http://" + p.Listen + path }
 
-// Done is closed when the process has exited.
+// Done is closed when the process has exited and all its stderr is in Stderr.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Err is the process's exit error; valid once Done is closed.

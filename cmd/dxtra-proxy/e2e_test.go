@@ -346,6 +346,11 @@ func TestShutdownServesAConnectionAcceptedBeforeTheListenerClosed(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// The proxy must have accepted it: a connection still in the kernel's accept
+	// queue is reset when the listener closes, and no server can answer that one.
+	eventually(t, 5*time.Second, "the proxy to accept the connection", func() bool {
+		return accepted(t, conn)
+	})
 	p.Signal(syscall.SIGTERM)
 	eventually(t, 5*time.Second, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", p.Listen)

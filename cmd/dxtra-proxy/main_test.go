@@ -51,6 +51,9 @@ func startBinary(t *testing.T, env map[string]string, args ...string) *proc {
 // eventually polls state that lives in the proxy process, behind a socket.
 var eventually = e2etest.Eventually
 
+// accepted reports whether the proxy has accepted a client's connection.
+var accepted = e2etest.Accepted
+
 // runBinary runs a short command to completion.
 func runBinary(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()

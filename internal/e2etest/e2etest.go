@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,6 +197,36 @@ func (p *Proc) FDs() int {
 		p.t.Fatalf("reading the proxy's fds: %v", err)
 	}
 	return len(ents)
+}
+
+// Accepted reports whether the server side of conn, a client connection to
+// the proxy over IPv4 loopback, has been accepted by the process. Until then
+// the connection sits in the kernel's accept queue, attached to no file: its
+// inode in /proc/net/tcp is 0, and closing the listener resets it.
+func Accepted(t testing.TB, conn net.Conn) bool {
+	t.Helper()
+	hexAddr := func(a net.Addr) string {
+		ap, err := netip.ParseAddrPort(a.String())
+		if err != nil || !ap.Addr().Is4() {
+			t.Fatalf("Accepted: %v is not an IPv4 address", a)
+		}
+		b := ap.Addr().As4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", b[3], b[2], b[1], b[0], ap.Port())
+	}
+	// The server side's local address is the client's remote one.
+	local, remote := hexAddr(conn.RemoteAddr()), hexAddr(conn.LocalAddr())
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatalf("Accepted: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[1] == local && f[2] == remote {
+			return f[9] != "0"
+		}
+	}
+	return false
 }
 
 // Eventually polls cond until it holds or timeout passes. It is for state that

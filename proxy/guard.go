@@ -147,7 +147,13 @@ func NormalizeOrigin(s string) (string, error) {
 	if rest[0] != '[' && strings.Count(rest, ":") > 1 {
 		return "", fmt.Errorf("origin %q: invalid host", s)
 	}
-	if _, ok := hostName(rest); !ok || strings.HasSuffix(rest, ".") || rest[0] == ':' {
+	host, port, hasPort := rest, "", false
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
+		host, port, hasPort = rest[:i], rest[i+1:], true
+	}
+	// No empty host or port, and no trailing dot on the host, with or without a port:
+	// "https://a.:443" would otherwise normalise to "https://a.", which this refuses.
+	if _, ok := hostName(rest); !ok || host == "" || strings.HasSuffix(host, ".") || hasPort && port == "" {
 		return "", fmt.Errorf("origin %q: invalid host", s)
 	}
 	scheme = strings.ToLower(scheme)

@@ -160,6 +160,10 @@ func TestNormalizeOrigin(t *testing.T) {
 		{"http://a b", "", true},
 		{"https://0:a:443", "", true}, // bare IPv6-like host: found by FuzzNormalizeOrigin
 		{"http://[::1]:80", "http://[::1]", false},
+		{"HTTPS://.:443", "", true},            // found by FuzzNormalizeOrigin: normalised to "https://.", which it refuses
+		{"https://app.example.:443", "", true}, // a trailing dot is refused with a port too
+		{"http://app.example:", "", true},      // empty port
+		{"http://[::1]", "http://[::1]", false},
 	}
 	for _, tt := range tests {
 		got, err := NormalizeOrigin(tt.in)
@@ -170,7 +174,7 @@ func TestNormalizeOrigin(t *testing.T) {
 }
 
 func FuzzNormalizeOrigin(f *testing.F) {
-	for _, s := range []string{"http://localhost:3000", "HTTPS://a.b:443", "null", "http://[::1]:1", "a://b", "http://a/b", "http://a:", "https://0:a:443"} {
+	for _, s := range []string{"http://localhost:3000", "HTTPS://a.b:443", "null", "http://[::1]:1", "a://b", "http://a/b", "http://a:", "https://0:a:443", "HTTPS://.:443"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

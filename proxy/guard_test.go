@@ -100,6 +100,7 @@ func FuzzMatchHost(f *testing.F) {
 	for _, s := range []string{"localhost", "localhost:8080", "[::1]:80", "::1", "[::1", "a.b.", ":80", "[]:1", "LOCALHOST"} {
 		f.Add(s, "localhost")
 	}
+	f.Add("0..", "0 ") // found by fuzzing: the port check itself dropped a second trailing dot
 	f.Fuzz(func(t *testing.T, host, allowed string) {
 		got := MatchHost(host, []string{allowed})
 		if !MatchHost(host, []string{"*"}) {
@@ -108,10 +109,11 @@ func FuzzMatchHost(f *testing.F) {
 		if MatchHost(strings.ToUpper(host), []string{allowed}) != got && isASCII(host) {
 			t.Fatalf("MatchHost(%q) and its upper case disagree", host)
 		}
-		// The port never matters.
-		if name, ok := hostName(host); ok && !strings.Contains(name, ":") && !strings.HasPrefix(host, "[") {
-			if MatchHost(name+":1234", []string{allowed}) != got {
-				t.Fatalf("MatchHost(%q) and MatchHost(%q) disagree", host, name+":1234")
+		// The port never matters. (Add one to a host that has none: rebuilding it
+		// from hostName's result would drop a second trailing dot, as in "0..".)
+		if _, ok := hostName(host); ok && !strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+			if MatchHost(host+":1234", []string{allowed}) != got {
+				t.Fatalf("MatchHost(%q) and MatchHost(%q) disagree", host, host+":1234")
 			}
 		}
 		if got && !MatchHost(strings.TrimSpace(allowed), []string{host}) && !strings.Contains(allowed, "*") {

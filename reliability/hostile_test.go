@@ -57,52 +57,20 @@ type recorded struct {
 // recordingUpstream is a hand-written HTTP/1.1 upstream that keeps the exact bytes of
 // every request it receives and answers each with a small 200.
 type recordingUpstream struct {
-	URL  string
-	ln   net.Listener
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	reqs []recorded
-	open map[net.Conn]bool
+	tcpServer
+
+	reqMu sync.Mutex
+	reqs  []recorded
 }
 
 func newRecordingUpstream(t *testing.T) *recordingUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &recordingUpstream{URL: "http://" + ln.Addr().String(), ln: ln, open: map[net.Conn]bool{}}
-	u.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.open[c] = true
-			u.mu.Unlock()
-			u.wg.Go(func() { u.serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		u.mu.Lock()
-		for c := range u.open {
-			c.Close()
-		}
-		u.mu.Unlock()
-		u.wg.Wait()
-	})
+	u := &recordingUpstream{}
+	u.start(t, u.serve)
 	return u
 }
 
 func (u *recordingUpstream) serve(c net.Conn) {
-	defer func() {
-		c.Close()
-		u.mu.Lock()
-		delete(u.open, c)
-		u.mu.Unlock()
-	}()
 	var raw bytes.Buffer
 	br := bufio.NewReader(io.TeeReader(c, &raw))
 	for {
@@ -121,16 +89,16 @@ func (u *recordingUpstream) serve(c net.Conn) {
 			header: req.Header, body: body, contentLength: req.ContentLength, transferEncoding: req.TransferEncoding,
 		}
 		raw.Next(n)
-		u.mu.Lock()
+		u.reqMu.Lock()
 		u.reqs = append(u.reqs, rec)
-		u.mu.Unlock()
+		u.reqMu.Unlock()
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(okBody), okBody)
 	}
 }
 
 func (u *recordingUpstream) requests() []recorded {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	u.reqMu.Lock()
+	defer u.reqMu.Unlock()
 	return append([]recorded(nil), u.reqs...)
 }
 

@@ -30,11 +30,7 @@ import (
 //	                   when the next request on it arrives: the crossing of a request
 //	                   with an upstream's keep-alive close, made deterministic
 type faultServer struct {
-	ln   net.Listener
-	URL  string
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	open map[net.Conn]bool
+	tcpServer
 
 	crossings  atomic.Int64  // requests that arrived on a /close-on-next connection
 	idleClosed chan struct{} // one value per /close-idle connection the proxy let go
@@ -44,47 +40,12 @@ const okBody = `{"data":{"ok":true}}`
 
 func newFaultServer(t *testing.T) *faultServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &faultServer{ln: ln, URL: "http://" + ln.Addr().String(), open: map[net.Conn]bool{}, idleClosed: make(chan struct{}, 100)}
-	s.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.open[c] = true
-			s.mu.Unlock()
-			s.wg.Go(func() { s.serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		s.closeAll()
-		s.wg.Wait()
-	})
+	s := &faultServer{idleClosed: make(chan struct{}, 100)}
+	s.start(t, s.serve)
 	return s
 }
 
-// closeAll closes every open connection (the proxy's idle ones included).
-func (s *faultServer) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.open {
-		c.Close()
-	}
-}
-
 func (s *faultServer) serve(c net.Conn) {
-	defer func() {
-		c.Close()
-		s.mu.Lock()
-		delete(s.open, c)
-		s.mu.Unlock()
-	}()
 	br := bufio.NewReader(c)
 	closeOnNext := false
 	for {
@@ -383,4 +344,60 @@ func TestUpstreamFaultsLeakNothing(t *testing.T) {
 		t.Errorf("open fds grew from %d to %d across the faults and stayed there for 15 s; a leak", f0, f1)
 	}
 	stillHealthy(t, c, p)
+}
+
+// tcpServer is the loopback listener under the hand-written upstreams of this
+// package: it runs serve on each accepted connection, closes the connection when
+// serve returns, and tracks the open ones so that a test can cut them all. The
+// test's cleanup closes the listener and every connection and waits for the
+// goroutines.
+type tcpServer struct {
+	URL string
+
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	open map[net.Conn]bool
+}
+
+func (s *tcpServer) start(t *testing.T, serve func(net.Conn)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.URL, s.open = "http://"+ln.Addr().String(), map[net.Conn]bool{}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.open[c] = true
+			s.mu.Unlock()
+			s.wg.Go(func() {
+				defer func() {
+					c.Close()
+					s.mu.Lock()
+					delete(s.open, c)
+					s.mu.Unlock()
+				}()
+				serve(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		s.closeAll()
+		s.wg.Wait()
+	})
+}
+
+// closeAll closes every open connection (the proxy's idle ones included).
+func (s *tcpServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.open {
+		c.Close()
+	}
 }

@@ -93,28 +93,8 @@ func newClient(t *testing.T, keepAlive bool) (*http.Client, *http.Transport) {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr
 }
 
-// get returns status, headers and body of one request; a transport error fails the
-// test.
-func do(t *testing.T, c *http.Client, method, url, body string, hdr map[string]string) (int, http.Header, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
-	}
-	return resp.StatusCode, resp.Header, string(b)
-}
+// do performs one request and returns its status, headers and body.
+var do = e2etest.Do
 
 // readyz returns /readyz's status and body (0 when the admin listener is gone).
 func readyz(admin string) (int, string) {

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,26 +69,11 @@ func runBinary(t *testing.T, env map[string]string, args ...string) (stdout, std
 	return o.String(), e.String(), code
 }
 
-// get performs one request and returns status and body.
+// do performs one request and returns its status and body.
 func do(t *testing.T, c *http.Client, method, url, body string, hdr map[string]string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
-	}
-	return resp.StatusCode, string(b)
+	status, _, b := e2etest.Do(t, c, method, url, body, hdr)
+	return status, b
 }
 
 func readyStatus(t *testing.T, admin string) int {
